@@ -1,0 +1,204 @@
+//! Input events: what services publish (SPEC §2).
+//!
+//! Unknown fields are ignored (schemas allow additional properties) so producers can add
+//! fields without breaking the audit; a breaking change bumps `schema_version`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// One decoded input event, by kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputEvent {
+    Validation(ValidationEvent),
+    Execution(Box<ExecutionEvent>),
+    Coordination(CoordinationEvent),
+}
+
+impl InputEvent {
+    /// The event's own id, from which every output id is derived.
+    pub fn event_id(&self) -> Uuid {
+        match self {
+            InputEvent::Validation(e) => e.event_id,
+            InputEvent::Execution(e) => e.event_id,
+            InputEvent::Coordination(e) => e.event_id,
+        }
+    }
+
+    /// The message key this event must be published under (SPEC §2), which keeps all
+    /// state of a key on one partition.
+    pub fn expected_key(&self) -> String {
+        match self {
+            InputEvent::Validation(e) => format!("{}:{}", e.tenant_id, e.process),
+            InputEvent::Execution(e) => format!("{}:{}", e.tenant_id, e.contract_id),
+            InputEvent::Coordination(e) => format!("{}:{}", e.tenant_id, e.envelope_id),
+        }
+    }
+}
+
+/// Whether a validation event carries a process's inputs or its outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Input,
+    Output,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Input => "input",
+            Phase::Output => "output",
+        }
+    }
+}
+
+/// A process's inputs or outputs, checked against its Theus recipe (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationEvent {
+    pub schema_version: u32,
+    pub event_id: Uuid,
+    pub tenant_id: String,
+    pub occurred_at: DateTime<Utc>,
+    /// The function name: the recipe is looked up by it.
+    pub process: String,
+    pub phase: Phase,
+    /// The inputs (keyword arguments) or outputs; nested objects are reached by dot paths.
+    pub values: Map<String, Value>,
+}
+
+/// Final status of a job run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum JobStatus {
+    Completed,
+    Failed,
+}
+
+/// What one step of a job reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    pub step_id: String,
+    pub step_type: String,
+    pub status: String,
+    pub output: StepOutput,
+}
+
+/// The part of a step's output the audit reads.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepOutput {
+    /// The capability the step acted on; steps without one are not scope-checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// How to undo the step, in whatever form the executor uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_action: Option<Value>,
+}
+
+/// An expected and an observed value of one signal; any JSON values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    pub name: String,
+    pub expected: Value,
+    pub observed: Value,
+}
+
+/// Evidence of one job run against a contract (seed 000). Optional fields are evidence
+/// that may be missing: the checks that need it are then INCONCLUSIVE, never invented.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionEvent {
+    pub schema_version: u32,
+    pub event_id: Uuid,
+    pub tenant_id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub job_id: String,
+    pub contract_id: String,
+    pub contract_revision: i64,
+    pub job_status: JobStatus,
+    pub contract_scope: Vec<String>,
+    pub step_results: Vec<StepResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposed_changes: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_executed: Option<Vec<Value>>,
+    /// Capability → status; `BTreeMap` so evidence and digests have one order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_before: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_after: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signals: Option<Vec<Signal>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_window_start: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_window_end: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_completed_at: Option<DateTime<Utc>>,
+}
+
+/// The class of a coordination envelope (seed 002). Upper case on the wire and in storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum EnvelopeClass {
+    Safety,
+    Reliability,
+    Cost,
+    Performance,
+}
+
+impl EnvelopeClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnvelopeClass::Safety => "SAFETY",
+            EnvelopeClass::Reliability => "RELIABILITY",
+            EnvelopeClass::Cost => "COST",
+            EnvelopeClass::Performance => "PERFORMANCE",
+        }
+    }
+}
+
+/// What the coordinator decided about an envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum CoordinationDecision {
+    Applied,
+    Rejected,
+    Preempted,
+}
+
+impl CoordinationDecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CoordinationDecision::Applied => "APPLIED",
+            CoordinationDecision::Rejected => "REJECTED",
+            CoordinationDecision::Preempted => "PREEMPTED",
+        }
+    }
+}
+
+/// A coordination decision (seed 002), kept as a coordination audit record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoordinationEvent {
+    pub schema_version: u32,
+    pub event_id: Uuid,
+    pub tenant_id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub envelope_id: String,
+    pub envelope_class: EnvelopeClass,
+    pub decision: CoordinationDecision,
+    pub reason: String,
+    pub decision_timestamp: DateTime<Utc>,
+    pub active_envelopes_count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflicting_envelope_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preempting_envelope_id: Option<String>,
+    /// Kept when the producer supplies one; otherwise derived from `event_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_id: Option<Uuid>,
+}

@@ -1,0 +1,21 @@
+//! Wire types of every event audit-stream reads or writes (SPEC §2, §4b).
+//!
+//! Types only: no I/O, no clock. Each type has a JSON Schema in `schemas/` and the
+//! `contracts` test proves both accept and reject the same examples.
+
+mod ids;
+mod input;
+mod output;
+
+pub use ids::{output_id, OutputKind};
+pub use input::{
+    CoordinationDecision, CoordinationEvent, EnvelopeClass, ExecutionEvent, InputEvent, JobStatus,
+    Phase, Signal, StepOutput, StepResult, ValidationEvent,
+};
+pub use output::{
+    AuditDecision, AuditVerdict, CheckOutcome, CheckResult, CoordinationRecord, DeadLetter,
+    DeadLetterSource, DecisionKind, ErrorClass, Level, SourceRef, VerdictResult,
+};
+
+/// The `schema_version` every event of this release carries.
+pub const SCHEMA_VERSION: u32 = 1;

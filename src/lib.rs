@@ -1,0 +1,34 @@
+//! audit-stream: audits what automated systems do.
+//!
+//! Services publish validation, execution and coordination events to Kafka;
+//! audit-stream judges them, publishes decisions and verdicts back to Kafka, keeps every
+//! audit record in a store (ScyllaDB in production), and answers whether a rollout may
+//! proceed.
+//!
+//! # Layout, in flow order
+//!
+//! - [`record`]: a Kafka record as the pipeline sees it, and the JSON Lines record files.
+//! - [`decode`]: record → typed input event, or a dead letter with its error class.
+//! - [`event`]: wire types of every input and output event, and deterministic ids.
+//! - [`validation`]: Theus recipes, rule checks, failure counters and the ring log.
+//! - [`contract`]: the seven-check contract audit and its verdict.
+//! - [`coordination`]: coordination decisions kept as audit records.
+//! - [`gate`]: may this rollout proceed?
+//! - [`pipeline`]: the per-record operator shared by `process` and `run`, the offset
+//!   tracker, and the live partition worker: the only place that knows stage order.
+//! - [`kafka`]: consumer and producer; nothing else touches rdkafka.
+//! - [`store`]: the one write path of audit records.
+//! - [`config`], [`metrics`], [`http`], [`telemetry`]: running it.
+//!
+//! `event`, `decode`, `validation`, `contract`, `coordination` and `gate` are pure: no
+//! I/O, no clock, outputs returned as values.
+
+pub mod config;
+pub mod contract;
+pub mod coordination;
+pub mod decode;
+pub mod event;
+pub mod gate;
+pub mod pipeline;
+pub mod record;
+pub mod validation;
