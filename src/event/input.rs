@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::strict;
+
 /// One decoded input event, by kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InputEvent {
@@ -59,12 +61,16 @@ impl Phase {
 /// A process's inputs or outputs, checked against its Theus recipe (SPEC §3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ValidationEvent {
+    #[serde(deserialize_with = "strict::integer")]
     pub schema_version: u32,
+    #[serde(deserialize_with = "strict::uuid")]
     pub event_id: Uuid,
     pub tenant_id: String,
+    #[serde(deserialize_with = "strict::timestamp")]
     pub occurred_at: DateTime<Utc>,
     /// The function name: the recipe is looked up by it.
     pub process: String,
+    #[serde(deserialize_with = "strict::name")]
     pub phase: Phase,
     /// The inputs (keyword arguments) or outputs; nested objects are reached by dot paths.
     pub values: Map<String, Value>,
@@ -84,6 +90,7 @@ pub struct StepResult {
     pub step_id: String,
     pub step_type: String,
     pub status: String,
+    #[serde(deserialize_with = "strict::object")]
     pub output: StepOutput,
 }
 
@@ -110,15 +117,21 @@ pub struct Signal {
 /// that may be missing: the checks that need it are then INCONCLUSIVE, never invented.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionEvent {
+    #[serde(deserialize_with = "strict::integer")]
     pub schema_version: u32,
+    #[serde(deserialize_with = "strict::uuid")]
     pub event_id: Uuid,
     pub tenant_id: String,
+    #[serde(deserialize_with = "strict::timestamp")]
     pub occurred_at: DateTime<Utc>,
     pub job_id: String,
     pub contract_id: String,
+    #[serde(deserialize_with = "strict::integer")]
     pub contract_revision: i64,
+    #[serde(deserialize_with = "strict::name")]
     pub job_status: JobStatus,
     pub contract_scope: Vec<String>,
+    #[serde(deserialize_with = "strict::objects")]
     pub step_results: Vec<StepResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proposed_changes: Option<Map<String, Value>>,
@@ -129,15 +142,35 @@ pub struct ExecutionEvent {
     pub health_before: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_after: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strict::optional_objects"
+    )]
     pub signals: Option<Vec<Signal>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strict::optional_timestamp"
+    )]
     pub activation_window_start: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strict::optional_timestamp"
+    )]
     pub activation_window_end: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strict::optional_timestamp"
+    )]
     pub job_started_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strict::optional_timestamp"
+    )]
     pub job_completed_at: Option<DateTime<Utc>>,
 }
 
@@ -184,21 +217,32 @@ impl CoordinationDecision {
 /// A coordination decision (seed 002), kept as a coordination audit record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CoordinationEvent {
+    #[serde(deserialize_with = "strict::integer")]
     pub schema_version: u32,
+    #[serde(deserialize_with = "strict::uuid")]
     pub event_id: Uuid,
     pub tenant_id: String,
+    #[serde(deserialize_with = "strict::timestamp")]
     pub occurred_at: DateTime<Utc>,
     pub envelope_id: String,
+    #[serde(deserialize_with = "strict::name")]
     pub envelope_class: EnvelopeClass,
+    #[serde(deserialize_with = "strict::name")]
     pub decision: CoordinationDecision,
     pub reason: String,
+    #[serde(deserialize_with = "strict::timestamp")]
     pub decision_timestamp: DateTime<Utc>,
+    #[serde(deserialize_with = "strict::integer")]
     pub active_envelopes_count: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conflicting_envelope_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preempting_envelope_id: Option<String>,
     /// Kept when the producer supplies one; otherwise derived from `event_id`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strict::optional_uuid"
+    )]
     pub audit_id: Option<Uuid>,
 }

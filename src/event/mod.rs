@@ -6,6 +6,7 @@
 mod ids;
 mod input;
 mod output;
+mod strict;
 
 pub use ids::{output_id, OutputKind};
 pub use input::{

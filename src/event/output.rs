@@ -7,14 +7,18 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::input::{CoordinationDecision, EnvelopeClass, Phase};
+use super::strict;
 
 /// Where an output came from: the input record and its event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceRef {
     pub topic: String,
+    #[serde(deserialize_with = "strict::integer")]
     pub partition: i32,
+    #[serde(deserialize_with = "strict::integer")]
     pub offset: i64,
+    #[serde(deserialize_with = "strict::uuid")]
     pub event_id: Uuid,
 }
 
@@ -63,22 +67,31 @@ impl DecisionKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditDecision {
+    #[serde(deserialize_with = "strict::integer")]
     pub schema_version: u32,
+    #[serde(deserialize_with = "strict::uuid")]
     pub event_id: Uuid,
     pub tenant_id: String,
     /// The rule's counter key: `{tenant}:{process}:{phase}:{field}`.
     pub key: String,
     pub process: String,
+    #[serde(deserialize_with = "strict::name")]
     pub phase: Phase,
     pub field: String,
+    #[serde(deserialize_with = "strict::name")]
     pub level: Level,
+    #[serde(deserialize_with = "strict::name")]
     pub decision: DecisionKind,
     /// The key's failure count after this failure.
+    #[serde(deserialize_with = "strict::integer")]
     pub count: u32,
     /// The effective threshold, given for every level.
+    #[serde(deserialize_with = "strict::integer")]
     pub threshold: u32,
     pub message: String,
+    #[serde(deserialize_with = "strict::timestamp")]
     pub occurred_at: DateTime<Utc>,
+    #[serde(deserialize_with = "strict::object")]
     pub source: SourceRef,
 }
 
@@ -110,6 +123,7 @@ pub type VerdictResult = CheckResult;
 pub struct CheckOutcome {
     pub check_id: String,
     pub name: String,
+    #[serde(deserialize_with = "strict::name")]
     pub result: CheckResult,
     pub reason: String,
     pub evidence: Value,
@@ -119,19 +133,28 @@ pub struct CheckOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditVerdict {
+    #[serde(deserialize_with = "strict::integer")]
     pub schema_version: u32,
+    #[serde(deserialize_with = "strict::uuid")]
     pub event_id: Uuid,
+    #[serde(deserialize_with = "strict::uuid")]
     pub audit_id: Uuid,
     pub tenant_id: String,
     pub job_id: String,
     pub contract_id: String,
+    #[serde(deserialize_with = "strict::integer")]
     pub contract_revision: i64,
+    #[serde(deserialize_with = "strict::name")]
     pub verdict: VerdictResult,
     pub verdict_reason: String,
     /// A-001..A-007, in that order.
+    #[serde(deserialize_with = "strict::objects")]
     pub checks: Vec<CheckOutcome>,
+    #[serde(deserialize_with = "strict::integer")]
     pub checks_passed: u32,
+    #[serde(deserialize_with = "strict::integer")]
     pub checks_failed: u32,
+    #[serde(deserialize_with = "strict::integer")]
     pub checks_inconclusive: u32,
     /// SHA-256 (hex) of the canonical evidence.
     pub evidence_digest: String,
@@ -139,8 +162,11 @@ pub struct AuditVerdict {
     pub rules_version: String,
     /// Wall-clock time of the audit: with `duration_ms`, the only fields that differ
     /// between two audits of the same evidence.
+    #[serde(deserialize_with = "strict::timestamp")]
     pub audited_at: DateTime<Utc>,
+    #[serde(deserialize_with = "strict::integer")]
     pub duration_ms: u64,
+    #[serde(deserialize_with = "strict::object")]
     pub source: SourceRef,
 }
 
@@ -180,7 +206,9 @@ impl ErrorClass {
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterSource {
     pub topic: String,
+    #[serde(deserialize_with = "strict::integer")]
     pub partition: i32,
+    #[serde(deserialize_with = "strict::integer")]
     pub offset: i64,
 }
 
@@ -188,13 +216,18 @@ pub struct DeadLetterSource {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetter {
+    #[serde(deserialize_with = "strict::integer")]
     pub schema_version: u32,
+    #[serde(deserialize_with = "strict::uuid")]
     pub event_id: Uuid,
+    #[serde(deserialize_with = "strict::name")]
     pub error_class: ErrorClass,
     pub error: String,
+    #[serde(deserialize_with = "strict::object")]
     pub source: DeadLetterSource,
     pub payload_base64: String,
     /// The record's timestamp: when it entered the input topic.
+    #[serde(deserialize_with = "strict::timestamp")]
     pub first_seen_at: DateTime<Utc>,
 }
 
@@ -202,19 +235,26 @@ pub struct DeadLetter {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CoordinationRecord {
+    #[serde(deserialize_with = "strict::uuid")]
     pub audit_id: Uuid,
     pub tenant_id: String,
     pub envelope_id: String,
+    #[serde(deserialize_with = "strict::name")]
     pub envelope_class: EnvelopeClass,
+    #[serde(deserialize_with = "strict::name")]
     pub decision: CoordinationDecision,
     pub reason: String,
+    #[serde(deserialize_with = "strict::timestamp")]
     pub decision_timestamp: DateTime<Utc>,
     /// The source event's `occurred_at`: taken from the data so a replay writes the same row.
+    #[serde(deserialize_with = "strict::timestamp")]
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conflicting_envelope_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preempting_envelope_id: Option<String>,
+    #[serde(deserialize_with = "strict::integer")]
     pub active_envelopes_count: u32,
+    #[serde(deserialize_with = "strict::object")]
     pub source: SourceRef,
 }
