@@ -1,0 +1,141 @@
+//! Canonical JSON and SHA-256: one text per JSON value, so a digest of evidence depends
+//! on the evidence only, never on how a producer ordered its keys.
+//!
+//! The canonical text has no whitespace, object keys sorted recursively by their UTF-16
+//! code units (the order of RFC 8785, JCS), strings escaped and numbers printed exactly
+//! as `serde_json` prints them. Keys are sorted here, explicitly: `serde_json`'s `Map`
+//! keeps insertion order when any crate in the build enables `preserve_order`, so its
+//! iteration order is not something a digest may depend on.
+
+use std::cmp::Ordering;
+use std::fmt::Write as _;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The canonical JSON text of `value`.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_value(&mut out, value);
+    out
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn write_value(out: &mut String, value: &Value) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        // `Number`'s Display is serde_json's own serialization of it.
+        Value::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::String(s) => write_string(out, s),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_value(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|(a, _), (b, _)| utf16_order(a, b));
+            out.push('{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(out, key);
+                out.push(':');
+                write_value(out, item);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_string(out: &mut String, s: &str) {
+    // Serializing a `str` cannot fail; the fallback keeps this total without a panic.
+    match serde_json::to_string(s) {
+        Ok(escaped) => out.push_str(&escaped),
+        Err(_) => out.push_str("\"\""),
+    }
+}
+
+/// Order of two keys by UTF-16 code units. It differs from byte (code point) order only
+/// between characters U+E000..U+FFFF and characters above U+FFFF.
+fn utf16_order(a: &str, b: &str) -> Ordering {
+    a.encode_utf16().cmp(b.encode_utf16())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn object_keys_are_sorted_recursively_without_whitespace() {
+        let value = json!({"b": 1, "a": {"z": [3, {"y": true, "x": null}], "c": "s"}});
+        assert_eq!(
+            canonical_json(&value),
+            r#"{"a":{"c":"s","z":[3,{"x":null,"y":true}]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn key_order_of_the_input_does_not_change_the_text() {
+        let a: Value = serde_json::from_str(r#"{"x": 1, "y": {"p": 2, "q": 3}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"y": {"q": 3, "p": 2}, "x": 1}"#).unwrap();
+        assert_eq!(canonical_json(&a), canonical_json(&b));
+    }
+
+    #[test]
+    fn array_order_is_kept() {
+        assert_eq!(canonical_json(&json!([3, 1, 2])), "[3,1,2]");
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let value = json!({"k\"ey": "line\nbreak \u{1} \\ é"});
+        assert_eq!(
+            canonical_json(&value),
+            "{\"k\\\"ey\":\"line\\nbreak \\u0001 \\\\ é\"}"
+        );
+    }
+
+    #[test]
+    fn numbers_are_printed_as_serde_json_prints_them() {
+        let value = json!([1, -2, 1.5, 1.0, 1e20, u64::MAX]);
+        assert_eq!(
+            canonical_json(&value),
+            serde_json::to_string(&value).unwrap()
+        );
+    }
+
+    #[test]
+    fn keys_are_ordered_by_utf16_code_units() {
+        // U+FF21 (fullwidth A) is one code unit 0xFF21; U+1F600 is the surrogate pair
+        // 0xD83D 0xDE00, so by UTF-16 it sorts first, unlike by bytes.
+        let value = json!({"\u{FF21}": 1, "\u{1F600}": 2, "a": 3});
+        assert_eq!(
+            canonical_json(&value),
+            "{\"a\":3,\"\u{1F600}\":2,\"\u{FF21}\":1}"
+        );
+    }
+
+    #[test]
+    fn sha256_hex_matches_the_known_digest_of_abc() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
