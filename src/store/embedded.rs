@@ -1,0 +1,939 @@
+//! The embedded store: SQLite in one file (or in memory), for `demo` and single-machine
+//! use, behind the same [`AuditStore`] trait as the production store.
+//!
+//! Guarantees and what they rest on:
+//! - **Durable on return**: WAL journal with `synchronous = FULL`, so every committed
+//!   transaction is on disk before the call returns, and survives a process crash or a
+//!   power loss.
+//! - **All or nothing per call**: a `write` is one `BEGIN IMMEDIATE` transaction; any
+//!   error drops it, which rolls it back.
+//! - **Never blocks the runtime**: rusqlite is blocking, so every call runs on tokio's
+//!   blocking pool with the one connection behind a std `Mutex`. SQLite serializes
+//!   writers anyway; one connection also serializes readers, which is plenty for the
+//!   `demo` and single-machine loads this store serves. A caller that stops waiting
+//!   (a timeout) does not cancel the call: it still completes or rolls back, which is
+//!   harmless because writes are idempotent.
+//!
+//! Records are only ever inserted. Each row keeps the record's full JSON (what reads
+//! return), a digest of its content (what a repeated write is compared against), and the
+//! columns needed for ordering and lookup.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{
+    params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior,
+};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::cursor::Cursor;
+use super::{AuditRecord, AuditStore, Checkpoint, Page, StoreError};
+use crate::event::{AuditDecision, AuditVerdict, CoordinationRecord};
+use crate::gate::RolloutStatus;
+
+/// How long a call waits for another connection's lock (another process on the same
+/// file) before it fails as [`StoreError::Unavailable`] and the caller backs off.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest page a listing returns, whatever `limit` asks: bounds the memory of one call.
+const MAX_PAGE: usize = 10_000;
+
+/// A numbered schema change. Applied in order, each in its own transaction together with
+/// the new `user_version`, so a crash mid-migration leaves the previous version intact.
+struct Migration {
+    version: i64,
+    sql: &'static str,
+}
+
+/// The schema, oldest first. Never edit an applied migration: add the next number.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sql: r#"
+-- Validation decisions (SPEC §3), listed per tenant in source order.
+CREATE TABLE IF NOT EXISTS audit_decisions (
+    event_id         TEXT    NOT NULL PRIMARY KEY,
+    tenant_id        TEXT    NOT NULL,
+    source_topic     TEXT    NOT NULL,
+    source_partition INTEGER NOT NULL,
+    source_offset    INTEGER NOT NULL,
+    source_event_id  TEXT    NOT NULL,
+    counter_key      TEXT    NOT NULL,
+    process          TEXT    NOT NULL,
+    level            TEXT    NOT NULL CHECK (level IN ('S', 'A', 'B', 'C')),
+    decision         TEXT    NOT NULL CHECK (decision IN ('STOP', 'ABORT', 'BLOCK', 'WARN')),
+    occurred_at      TEXT    NOT NULL,
+    content_digest   TEXT    NOT NULL,
+    record           TEXT    NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS audit_decisions_by_tenant
+    ON audit_decisions (tenant_id, source_topic, source_partition, source_offset, event_id);
+CREATE INDEX IF NOT EXISTS audit_decisions_by_key
+    ON audit_decisions (tenant_id, counter_key);
+
+-- Contract verdicts (SPEC §4); occurred_at is the execution event's.
+CREATE TABLE IF NOT EXISTS audit_verdicts (
+    audit_id          TEXT    NOT NULL PRIMARY KEY,
+    event_id          TEXT    NOT NULL,
+    tenant_id         TEXT    NOT NULL,
+    source_topic      TEXT    NOT NULL,
+    source_partition  INTEGER NOT NULL,
+    source_offset     INTEGER NOT NULL,
+    source_event_id   TEXT    NOT NULL,
+    job_id            TEXT    NOT NULL,
+    contract_id       TEXT    NOT NULL,
+    contract_revision INTEGER NOT NULL,
+    verdict           TEXT    NOT NULL CHECK (verdict IN ('PASS', 'FAIL', 'INCONCLUSIVE')),
+    occurred_at       TEXT    NOT NULL,
+    audited_at        TEXT    NOT NULL,
+    content_digest    TEXT    NOT NULL,
+    record            TEXT    NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS audit_verdicts_by_tenant
+    ON audit_verdicts (tenant_id, source_topic, source_partition, source_offset, audit_id);
+CREATE INDEX IF NOT EXISTS audit_verdicts_by_contract
+    ON audit_verdicts (tenant_id, contract_id);
+
+-- Coordination decisions (seed 002): the seed's columns, upper-case values enforced.
+CREATE TABLE IF NOT EXISTS coordination_audit_records (
+    audit_id                TEXT    NOT NULL PRIMARY KEY,
+    tenant_id               TEXT    NOT NULL,
+    envelope_id             TEXT    NOT NULL,
+    envelope_class          TEXT    NOT NULL
+        CHECK (envelope_class IN ('SAFETY', 'RELIABILITY', 'COST', 'PERFORMANCE')),
+    decision                TEXT    NOT NULL CHECK (decision IN ('APPLIED', 'REJECTED', 'PREEMPTED')),
+    reason                  TEXT    NOT NULL,
+    decision_timestamp      TEXT    NOT NULL,
+    created_at              TEXT    NOT NULL,
+    conflicting_envelope_id TEXT,
+    preempting_envelope_id  TEXT,
+    active_envelopes_count  INTEGER NOT NULL CHECK (active_envelopes_count >= 0),
+    source_topic            TEXT    NOT NULL,
+    source_partition        INTEGER NOT NULL,
+    source_offset           INTEGER NOT NULL,
+    source_event_id         TEXT    NOT NULL,
+    content_digest          TEXT    NOT NULL,
+    record                  TEXT    NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS coordination_audit_records_by_tenant
+    ON coordination_audit_records (tenant_id, source_topic, source_partition, source_offset, audit_id);
+CREATE INDEX IF NOT EXISTS coordination_audit_records_by_envelope
+    ON coordination_audit_records (tenant_id, envelope_id);
+
+-- Latest verdict per contract: the only row ever replaced, and only by newer evidence.
+CREATE TABLE IF NOT EXISTS rollout_status (
+    tenant_id         TEXT    NOT NULL,
+    contract_id       TEXT    NOT NULL,
+    contract_revision INTEGER NOT NULL,
+    job_id            TEXT    NOT NULL,
+    verdict           TEXT    NOT NULL CHECK (verdict IN ('PASS', 'FAIL', 'INCONCLUSIVE')),
+    audit_id          TEXT    NOT NULL,
+    occurred_at       TEXT    NOT NULL,
+    audited_at        TEXT    NOT NULL,
+    status            TEXT    NOT NULL,
+    PRIMARY KEY (tenant_id, contract_id)
+) STRICT;
+
+-- Operator state per input partition, with the first offset it does not cover.
+CREATE TABLE IF NOT EXISTS stream_checkpoints (
+    consumer_group  TEXT    NOT NULL,
+    topic           TEXT    NOT NULL,
+    kafka_partition INTEGER NOT NULL,
+    next_offset     INTEGER NOT NULL,
+    state           BLOB    NOT NULL,
+    saved_at        TEXT    NOT NULL,
+    PRIMARY KEY (consumer_group, topic, kafka_partition)
+) STRICT;
+"#,
+}];
+
+/// SQLite behind the [`AuditStore`] trait. Cheap to clone: clones share the connection.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore").finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the database file at `path` and brings its schema up
+    /// to date. Blocking: call it at startup, before serving.
+    pub fn open(path: &Path) -> Result<EmbeddedStore, StoreError> {
+        let conn = Connection::open(path).map_err(|e| {
+            StoreError::Permanent(format!(
+                "cannot open embedded store {}: {e}",
+                path.display()
+            ))
+        })?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(classify)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Permanent(format!(
+                "embedded store {} cannot use a write-ahead log (journal mode is {mode})",
+                path.display()
+            )));
+        }
+        EmbeddedStore::init(conn)
+    }
+
+    /// A store that lives as long as the value: for tests and a one-shot `demo`.
+    pub fn in_memory() -> Result<EmbeddedStore, StoreError> {
+        let conn = Connection::open_in_memory().map_err(classify)?;
+        EmbeddedStore::init(conn)
+    }
+
+    fn init(mut conn: Connection) -> Result<EmbeddedStore, StoreError> {
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(classify)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(classify)?;
+        migrate(&mut conn)?;
+        Ok(EmbeddedStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // A call that panicked dropped its transaction, which rolled it back: the
+            // connection is consistent, so the poison flag carries no information.
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| {
+            if e.is_panic() {
+                StoreError::Permanent(format!("embedded store call panicked: {e}"))
+            } else {
+                StoreError::Unavailable(format!("embedded store call was cancelled: {e}"))
+            }
+        })?
+    }
+
+    async fn page<T>(
+        &self,
+        listing: &'static Listing,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<T>, StoreError>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        let after = cursor
+            .map(|c| Cursor::decode(c, listing.name))
+            .transpose()?;
+        let tenant_id = tenant_id.to_owned();
+        self.call(move |conn| read_page(conn, listing, &tenant_id, after, limit))
+            .await
+    }
+}
+
+/// Brings the schema to the latest version. Idempotent, and safe against another
+/// process migrating the same file at the same time (each step re-reads the version
+/// under the write lock).
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let latest = MIGRATIONS.last().map_or(0, |m| m.version);
+    for migration in MIGRATIONS {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(classify)?;
+        let current: i64 = tx
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(classify)?;
+        if current > latest {
+            return Err(StoreError::Permanent(format!(
+                "embedded store schema version {current} is newer than this build's {latest}"
+            )));
+        }
+        if current >= migration.version {
+            continue;
+        }
+        tx.execute_batch(migration.sql).map_err(classify)?;
+        tx.pragma_update(None, "user_version", migration.version)
+            .map_err(classify)?;
+        tx.commit().map_err(classify)?;
+    }
+    Ok(())
+}
+
+/// Busy, locked, I/O and full-disk failures pass (or an operator can fix them without
+/// restarting): retry. Anything else is a bug, a corrupt file or a bad schema: stop.
+fn classify(error: rusqlite::Error) -> StoreError {
+    let retryable = matches!(
+        error.sqlite_error_code(),
+        Some(
+            ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::FileLockingProtocolFailed
+                | ErrorCode::OperationInterrupted
+        )
+    );
+    if retryable {
+        StoreError::Unavailable(format!("embedded store: {error}"))
+    } else {
+        StoreError::Permanent(format!("embedded store: {error}"))
+    }
+}
+
+/// RFC 3339 in UTC with as many fractional digits as needed: reads back exactly.
+fn timestamp(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn write_records(conn: &mut Connection, records: &[AuditRecord]) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(classify)?;
+    for record in records {
+        let digest = record.content_digest()?;
+        let json = record.to_json()?;
+        let inserted = match record {
+            AuditRecord::Decision(d) => insert_decision(&tx, d, &digest, &json),
+            AuditRecord::Verdict {
+                verdict,
+                occurred_at,
+            } => insert_verdict(&tx, verdict, occurred_at, &digest, &json),
+            AuditRecord::Coordination(c) => insert_coordination(&tx, c, &digest, &json),
+        }
+        .map_err(classify)?;
+        if inserted == 0 {
+            ensure_same_content(&tx, record, &digest)?;
+        }
+        if let AuditRecord::Verdict {
+            verdict,
+            occurred_at,
+        } = record
+        {
+            advance_rollout_status(&tx, &RolloutStatus::from_verdict(verdict, *occurred_at))?;
+        }
+    }
+    tx.commit().map_err(classify)
+}
+
+fn insert_decision(
+    tx: &Transaction<'_>,
+    d: &AuditDecision,
+    digest: &str,
+    json: &str,
+) -> rusqlite::Result<usize> {
+    tx.prepare_cached(
+        "INSERT INTO audit_decisions (event_id, tenant_id, source_topic, source_partition,
+             source_offset, source_event_id, counter_key, process, level, decision,
+             occurred_at, content_digest, record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+         ON CONFLICT (event_id) DO NOTHING",
+    )?
+    .execute(params![
+        d.event_id.to_string(),
+        d.tenant_id,
+        d.source.topic,
+        d.source.partition,
+        d.source.offset,
+        d.source.event_id.to_string(),
+        d.key,
+        d.process,
+        d.level.as_str(),
+        d.decision.as_str(),
+        timestamp(&d.occurred_at),
+        digest,
+        json,
+    ])
+}
+
+fn insert_verdict(
+    tx: &Transaction<'_>,
+    v: &AuditVerdict,
+    occurred_at: &DateTime<Utc>,
+    digest: &str,
+    json: &str,
+) -> rusqlite::Result<usize> {
+    tx.prepare_cached(
+        "INSERT INTO audit_verdicts (audit_id, event_id, tenant_id, source_topic,
+             source_partition, source_offset, source_event_id, job_id, contract_id,
+             contract_revision, verdict, occurred_at, audited_at, content_digest, record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+         ON CONFLICT (audit_id) DO NOTHING",
+    )?
+    .execute(params![
+        v.audit_id.to_string(),
+        v.event_id.to_string(),
+        v.tenant_id,
+        v.source.topic,
+        v.source.partition,
+        v.source.offset,
+        v.source.event_id.to_string(),
+        v.job_id,
+        v.contract_id,
+        v.contract_revision,
+        v.verdict.as_str(),
+        timestamp(occurred_at),
+        timestamp(&v.audited_at),
+        digest,
+        json,
+    ])
+}
+
+fn insert_coordination(
+    tx: &Transaction<'_>,
+    c: &CoordinationRecord,
+    digest: &str,
+    json: &str,
+) -> rusqlite::Result<usize> {
+    tx.prepare_cached(
+        "INSERT INTO coordination_audit_records (audit_id, tenant_id, envelope_id,
+             envelope_class, decision, reason, decision_timestamp, created_at,
+             conflicting_envelope_id, preempting_envelope_id, active_envelopes_count,
+             source_topic, source_partition, source_offset, source_event_id,
+             content_digest, record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+         ON CONFLICT (audit_id) DO NOTHING",
+    )?
+    .execute(params![
+        c.audit_id.to_string(),
+        c.tenant_id,
+        c.envelope_id,
+        c.envelope_class.as_str(),
+        c.decision.as_str(),
+        c.reason,
+        timestamp(&c.decision_timestamp),
+        timestamp(&c.created_at),
+        c.conflicting_envelope_id,
+        c.preempting_envelope_id,
+        c.active_envelopes_count,
+        c.source.topic,
+        c.source.partition,
+        c.source.offset,
+        c.source.event_id.to_string(),
+        digest,
+        json,
+    ])
+}
+
+/// The id was already stored: a replay when the content matches, a conflict otherwise
+/// (the caller's transaction then rolls back, so nothing of the call is written).
+fn ensure_same_content(
+    tx: &Transaction<'_>,
+    record: &AuditRecord,
+    digest: &str,
+) -> Result<(), StoreError> {
+    let sql = match record {
+        AuditRecord::Decision(_) => {
+            "SELECT content_digest FROM audit_decisions WHERE event_id = ?1"
+        }
+        AuditRecord::Verdict { .. } => {
+            "SELECT content_digest FROM audit_verdicts WHERE audit_id = ?1"
+        }
+        AuditRecord::Coordination(_) => {
+            "SELECT content_digest FROM coordination_audit_records WHERE audit_id = ?1"
+        }
+    };
+    let stored: String = tx
+        .prepare_cached(sql)
+        .and_then(|mut stmt| stmt.query_row([record.id().to_string()], |row| row.get(0)))
+        .map_err(classify)?;
+    if stored == digest {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict {
+            id: record.id(),
+            detail: format!(
+                "a {} with this id is already stored with different content",
+                record.kind()
+            ),
+        })
+    }
+}
+
+/// Replaces the contract's rollout status when `status` is on newer evidence: greater
+/// `occurred_at`, ties broken by the greater `audit_id`. Any write order converges on
+/// the same row.
+fn advance_rollout_status(tx: &Transaction<'_>, status: &RolloutStatus) -> Result<(), StoreError> {
+    let stored: Option<String> = tx
+        .prepare_cached(
+            "SELECT status FROM rollout_status WHERE tenant_id = ?1 AND contract_id = ?2",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(params![status.tenant_id, status.contract_id], |row| {
+                row.get(0)
+            })
+            .optional()
+        })
+        .map_err(classify)?;
+    if let Some(json) = stored {
+        let stored: RolloutStatus = serde_json::from_str(&json).map_err(|e| {
+            StoreError::Permanent(format!("stored rollout status is not readable: {e}"))
+        })?;
+        if (status.occurred_at, status.audit_id) <= (stored.occurred_at, stored.audit_id) {
+            return Ok(());
+        }
+    }
+    let json = serde_json::to_string(status)
+        .map_err(|e| StoreError::Permanent(format!("cannot serialize rollout status: {e}")))?;
+    tx.prepare_cached(
+        "INSERT INTO rollout_status (tenant_id, contract_id, contract_revision, job_id,
+             verdict, audit_id, occurred_at, audited_at, status)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (tenant_id, contract_id) DO UPDATE SET
+             contract_revision = excluded.contract_revision,
+             job_id = excluded.job_id,
+             verdict = excluded.verdict,
+             audit_id = excluded.audit_id,
+             occurred_at = excluded.occurred_at,
+             audited_at = excluded.audited_at,
+             status = excluded.status",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            status.tenant_id,
+            status.contract_id,
+            status.contract_revision,
+            status.job_id,
+            status.verdict.as_str(),
+            status.audit_id.to_string(),
+            timestamp(&status.occurred_at),
+            timestamp(&status.audited_at),
+            json,
+        ])
+    })
+    .map_err(classify)?;
+    Ok(())
+}
+
+/// A record listing: its cursor name, table and id column (fixed names, never input).
+struct Listing {
+    name: &'static str,
+    table: &'static str,
+    id_column: &'static str,
+}
+
+const DECISIONS: Listing = Listing {
+    name: "decision",
+    table: "audit_decisions",
+    id_column: "event_id",
+};
+const VERDICTS: Listing = Listing {
+    name: "verdict",
+    table: "audit_verdicts",
+    id_column: "audit_id",
+};
+const COORDINATION: Listing = Listing {
+    name: "coordination",
+    table: "coordination_audit_records",
+    id_column: "audit_id",
+};
+
+/// One page in (source topic, partition, offset, id) order, after `after`. Reads one
+/// row more than the page holds to know whether another page follows.
+fn read_page<T: DeserializeOwned>(
+    conn: &mut Connection,
+    listing: &Listing,
+    tenant_id: &str,
+    after: Option<Cursor>,
+    limit: usize,
+) -> Result<Page<T>, StoreError> {
+    let limit = limit.clamp(1, MAX_PAGE);
+    let Listing {
+        name,
+        table,
+        id_column,
+    } = listing;
+    let columns = format!("source_topic, source_partition, source_offset, {id_column}");
+    let sql = match after {
+        None => format!(
+            "SELECT {columns}, record FROM {table} WHERE tenant_id = ?1
+             ORDER BY {columns} LIMIT ?2"
+        ),
+        Some(_) => format!(
+            "SELECT {columns}, record FROM {table} WHERE tenant_id = ?1
+               AND ({columns}) > (?3, ?4, ?5, ?6)
+             ORDER BY {columns} LIMIT ?2"
+        ),
+    };
+    let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(&sql).map_err(classify)?;
+    let map_row = |row: &rusqlite::Row<'_>| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, i32>(1)?,
+            row.get::<_, i64>(2)?,
+            row.get::<_, String>(3)?,
+            row.get::<_, String>(4)?,
+        ))
+    };
+    let rows = match &after {
+        None => stmt.query_map(params![tenant_id, fetch], map_row),
+        Some(c) => stmt.query_map(
+            params![
+                tenant_id,
+                fetch,
+                c.topic,
+                c.partition,
+                c.offset,
+                c.id.to_string()
+            ],
+            map_row,
+        ),
+    }
+    .map_err(classify)?
+    .collect::<rusqlite::Result<Vec<_>>>()
+    .map_err(classify)?;
+
+    let more = rows.len() > limit;
+    let mut items = Vec::with_capacity(limit.min(rows.len()));
+    let mut last = None;
+    for (topic, partition, offset, id, json) in rows.into_iter().take(limit) {
+        let item: T = serde_json::from_str(&json).map_err(|e| {
+            StoreError::Permanent(format!("stored {name} {id} is not readable: {e}"))
+        })?;
+        items.push(item);
+        last = Some((topic, partition, offset, id));
+    }
+    let next = match last {
+        Some((topic, partition, offset, id)) if more => {
+            let id = Uuid::parse_str(&id).map_err(|e| {
+                StoreError::Permanent(format!("stored {name} id {id} is not a uuid: {e}"))
+            })?;
+            Some(
+                Cursor {
+                    listing: (*name).to_owned(),
+                    topic,
+                    partition,
+                    offset,
+                    id,
+                }
+                .encode(),
+            )
+        }
+        _ => None,
+    };
+    Ok(Page { items, next })
+}
+
+#[async_trait::async_trait]
+impl AuditStore for EmbeddedStore {
+    async fn write(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let records = records.to_vec();
+        self.call(move |conn| write_records(conn, &records)).await
+    }
+
+    async fn rollout_status(
+        &self,
+        tenant_id: &str,
+        contract_id: &str,
+    ) -> Result<Option<RolloutStatus>, StoreError> {
+        let (tenant_id, contract_id) = (tenant_id.to_owned(), contract_id.to_owned());
+        self.call(move |conn| {
+            let json: Option<String> = conn
+                .prepare_cached(
+                    "SELECT status FROM rollout_status WHERE tenant_id = ?1 AND contract_id = ?2",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![tenant_id, contract_id], |row| row.get(0))
+                        .optional()
+                })
+                .map_err(classify)?;
+            json.map(|json| {
+                serde_json::from_str(&json).map_err(|e| {
+                    StoreError::Permanent(format!("stored rollout status is not readable: {e}"))
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let checkpoint = checkpoint.clone();
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO stream_checkpoints (consumer_group, topic, kafka_partition,
+                     next_offset, state, saved_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (consumer_group, topic, kafka_partition) DO UPDATE SET
+                     next_offset = excluded.next_offset,
+                     state = excluded.state,
+                     saved_at = excluded.saved_at
+                 WHERE excluded.next_offset >= stream_checkpoints.next_offset",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    checkpoint.group,
+                    checkpoint.topic,
+                    checkpoint.partition,
+                    checkpoint.next_offset,
+                    checkpoint.state,
+                    timestamp(&checkpoint.saved_at),
+                ])
+            })
+            .map_err(classify)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_checkpoint(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<Checkpoint>, StoreError> {
+        let (group, topic) = (group.to_owned(), topic.to_owned());
+        self.call(move |conn| {
+            let row: Option<(i64, Vec<u8>, String)> = conn
+                .prepare_cached(
+                    "SELECT next_offset, state, saved_at FROM stream_checkpoints
+                     WHERE consumer_group = ?1 AND topic = ?2 AND kafka_partition = ?3",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![group, topic, partition], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })
+                    .optional()
+                })
+                .map_err(classify)?;
+            let Some((next_offset, state, saved_at)) = row else {
+                return Ok(None);
+            };
+            let saved_at = DateTime::parse_from_rfc3339(&saved_at)
+                .map_err(|e| {
+                    StoreError::Permanent(format!("stored checkpoint time is not readable: {e}"))
+                })?
+                .with_timezone(&Utc);
+            Ok(Some(Checkpoint {
+                group,
+                topic,
+                partition,
+                next_offset,
+                state,
+                saved_at,
+            }))
+        })
+        .await
+    }
+
+    async fn decisions(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<AuditDecision>, StoreError> {
+        self.page(&DECISIONS, tenant_id, cursor, limit).await
+    }
+
+    async fn verdicts(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<AuditVerdict>, StoreError> {
+        self.page(&VERDICTS, tenant_id, cursor, limit).await
+    }
+
+    async fn coordination_records(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<CoordinationRecord>, StoreError> {
+        self.page(&COORDINATION, tenant_id, cursor, limit).await
+    }
+
+    async fn tenants(&self) -> Result<Vec<String>, StoreError> {
+        self.call(|conn| {
+            conn.prepare_cached(
+                "SELECT tenant_id FROM audit_decisions
+                 UNION SELECT tenant_id FROM audit_verdicts
+                 UNION SELECT tenant_id FROM coordination_audit_records
+                 ORDER BY 1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| row.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .map_err(classify)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(classify))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{CoordinationDecision, EnvelopeClass, SourceRef};
+    use chrono::TimeZone;
+    use rusqlite::ffi;
+
+    fn coordination(offset: i64) -> CoordinationRecord {
+        let at = Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap();
+        CoordinationRecord {
+            audit_id: Uuid::from_u128(1000 + offset as u128),
+            tenant_id: "acme".into(),
+            envelope_id: format!("env-{offset}"),
+            envelope_class: EnvelopeClass::Cost,
+            decision: CoordinationDecision::Applied,
+            reason: "no conflicting envelope".into(),
+            decision_timestamp: at,
+            created_at: at,
+            conflicting_envelope_id: None,
+            preempting_envelope_id: None,
+            active_envelopes_count: 1,
+            source: SourceRef {
+                topic: "audit.coordination.v1".into(),
+                partition: 0,
+                offset,
+                event_id: Uuid::from_u128(offset as u128),
+            },
+        }
+    }
+
+    fn schema_version(path: &Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reopened_file_store_keeps_records_and_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let checkpoint = Checkpoint {
+            group: "audit-stream".into(),
+            topic: "audit.validation.v1".into(),
+            partition: 3,
+            next_offset: 42,
+            state: vec![1, 2, 3],
+            saved_at: Utc.timestamp_opt(1_740_830_400, 123_456_789).unwrap(),
+        };
+        {
+            let store = EmbeddedStore::open(&path).unwrap();
+            store
+                .write(&[AuditRecord::Coordination(coordination(7))])
+                .await
+                .unwrap();
+            store.save_checkpoint(&checkpoint).await.unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        let page = store.coordination_records("acme", None, 10).await.unwrap();
+        assert_eq!(page.items, vec![coordination(7)]);
+        let loaded = store
+            .load_checkpoint("audit-stream", "audit.validation.v1", 3)
+            .await
+            .unwrap();
+        assert_eq!(loaded, Some(checkpoint));
+    }
+
+    #[test]
+    fn opening_twice_migrates_once_to_the_latest_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        drop(EmbeddedStore::open(&path).unwrap());
+        drop(EmbeddedStore::open(&path).unwrap());
+        assert_eq!(schema_version(&path), MIGRATIONS.last().unwrap().version);
+    }
+
+    #[test]
+    fn a_file_store_uses_a_write_ahead_log_and_full_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("audit.db")).unwrap();
+        let conn = store.conn.lock().unwrap();
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .unwrap();
+        let sync: i64 = conn
+            .pragma_query_value(None, "synchronous", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 2, "synchronous = FULL");
+    }
+
+    #[test]
+    fn a_schema_newer_than_this_build_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = EmbeddedStore::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Permanent(_)), "{err}");
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn a_path_that_cannot_be_opened_is_a_permanent_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = EmbeddedStore::open(&dir.path().join("missing/dir/audit.db")).unwrap_err();
+        assert!(!err.is_retryable(), "{err}");
+    }
+
+    #[test]
+    fn busy_locked_io_and_full_disk_are_retryable_and_the_rest_is_not() {
+        let failure = |code| rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
+        for code in [
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_LOCKED,
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_FULL,
+        ] {
+            assert!(classify(failure(code)).is_retryable(), "code {code}");
+        }
+        for code in [
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_CONSTRAINT,
+            ffi::SQLITE_NOTADB,
+            ffi::SQLITE_READONLY,
+        ] {
+            assert!(!classify(failure(code)).is_retryable(), "code {code}");
+        }
+        assert!(!classify(rusqlite::Error::QueryReturnedNoRows).is_retryable());
+    }
+
+    #[tokio::test]
+    async fn a_write_blocked_by_another_writer_is_retryable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let store = EmbeddedStore::open(&path).unwrap();
+        store
+            .conn
+            .lock()
+            .unwrap()
+            .busy_timeout(Duration::from_millis(10))
+            .unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let err = store
+            .write(&[AuditRecord::Coordination(coordination(1))])
+            .await
+            .unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        other.execute_batch("ROLLBACK").unwrap();
+        store
+            .write(&[AuditRecord::Coordination(coordination(1))])
+            .await
+            .unwrap();
+    }
+}

@@ -1,0 +1,484 @@
+//! The one write path of audit records (SPEC §5), and the operator checkpoints (SPEC §6).
+//!
+//! Every backend implements [`AuditStore`] and passes the same contract suite
+//! (`tests/store_contract.rs`). The guarantees the pipeline builds on:
+//!
+//! - **Idempotent writes.** Record ids are deterministic (UUIDv5 of the source event), so
+//!   a replay or a retry writes the same ids: a record already stored with the same
+//!   content is a no-op; with different content the write fails with
+//!   [`StoreError::Conflict`] and nothing is overwritten. Records are never updated or
+//!   deleted; `rollout_status` is the only row ever replaced, and only by a newer verdict.
+//! - **All or nothing per call.** A failed [`AuditStore::write`] stored none of its
+//!   records, so the caller retries the whole batch.
+//! - **Durable on return.** When `write` returns `Ok`, the records survive a crash: only
+//!   then may the pipeline commit the Kafka offsets they were derived from.
+//! - **Errors carry their handling.** [`StoreError::is_retryable`] tells the pipeline to
+//!   back off and pause consumption ([`RetryPolicy`]) or to stop.
+//!
+//! Backends: [`EmbeddedStore`] (SQLite; `demo` and single-machine use). The ScyllaDB
+//! tables are in `schemas/cql/`. [`FaultyStore`] wraps any backend to inject failures.
+//!
+//! ```
+//! use audit_stream::store::{AuditStore, EmbeddedStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), audit_stream::store::StoreError> {
+//! let store = EmbeddedStore::in_memory()?;
+//! store.ping().await?;
+//! assert!(store.rollout_status("acme", "deploy-api").await?.is_none());
+//! assert!(store.tenants().await?.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+
+mod cursor;
+mod embedded;
+mod faulty;
+mod retry;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::event::{AuditDecision, AuditVerdict, CoordinationRecord, SourceRef};
+use crate::gate::RolloutStatus;
+
+pub use embedded::EmbeddedStore;
+pub use faulty::{Faults, FaultyStore};
+pub use retry::RetryPolicy;
+
+/// One audit record, as the sink hands it to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuditRecord {
+    Decision(AuditDecision),
+    Verdict {
+        verdict: AuditVerdict,
+        /// The execution event's `occurred_at`: `rollout_status` keeps the verdict on the
+        /// newest evidence, not the newest audit.
+        occurred_at: DateTime<Utc>,
+    },
+    Coordination(CoordinationRecord),
+}
+
+impl AuditRecord {
+    /// The record's primary key: a decision's `event_id`, a verdict's or a coordination
+    /// record's `audit_id`.
+    pub fn id(&self) -> Uuid {
+        match self {
+            AuditRecord::Decision(d) => d.event_id,
+            AuditRecord::Verdict { verdict, .. } => verdict.audit_id,
+            AuditRecord::Coordination(c) => c.audit_id,
+        }
+    }
+
+    pub fn tenant_id(&self) -> &str {
+        match self {
+            AuditRecord::Decision(d) => &d.tenant_id,
+            AuditRecord::Verdict { verdict, .. } => &verdict.tenant_id,
+            AuditRecord::Coordination(c) => &c.tenant_id,
+        }
+    }
+
+    /// `decision`, `verdict` or `coordination`: a fixed set, usable as a metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuditRecord::Decision(_) => "decision",
+            AuditRecord::Verdict { .. } => "verdict",
+            AuditRecord::Coordination(_) => "coordination",
+        }
+    }
+
+    /// The input record the audit record was derived from.
+    pub fn source(&self) -> &SourceRef {
+        match self {
+            AuditRecord::Decision(d) => &d.source,
+            AuditRecord::Verdict { verdict, .. } => &verdict.source,
+            AuditRecord::Coordination(c) => &c.source,
+        }
+    }
+
+    /// SHA-256 (hex) of the record's content, the part that must match when the same id
+    /// is written again.
+    ///
+    /// A verdict's `audited_at` and `duration_ms` are left out: they are wall-clock
+    /// measurements of the audit (SPEC §4b), so re-auditing the same evidence after a
+    /// crash yields the same verdict with other timings, which is a replay, not a
+    /// conflict. The stored copy keeps the timings of the first audit.
+    pub fn content_digest(&self) -> Result<String, StoreError> {
+        let mut content = Map::new();
+        content.insert("kind".into(), Value::from(self.kind()));
+        match self {
+            AuditRecord::Decision(d) => {
+                content.insert("record".into(), to_value(d)?);
+            }
+            AuditRecord::Verdict {
+                verdict,
+                occurred_at,
+            } => {
+                let mut record = to_value(verdict)?;
+                if let Value::Object(fields) = &mut record {
+                    fields.remove("audited_at");
+                    fields.remove("duration_ms");
+                }
+                content.insert("record".into(), record);
+                content.insert("occurred_at".into(), to_value(occurred_at)?);
+            }
+            AuditRecord::Coordination(c) => {
+                content.insert("record".into(), to_value(c)?);
+            }
+        }
+        let canonical = canonical_json(&Value::Object(content));
+        Ok(hex::encode(Sha256::digest(canonical.as_bytes())))
+    }
+
+    /// The full record as JSON, exactly as published.
+    pub fn to_json(&self) -> Result<String, StoreError> {
+        let json = match self {
+            AuditRecord::Decision(d) => serde_json::to_string(d),
+            AuditRecord::Verdict { verdict, .. } => serde_json::to_string(verdict),
+            AuditRecord::Coordination(c) => serde_json::to_string(c),
+        };
+        json.map_err(|e| StoreError::Permanent(format!("cannot serialize audit record: {e}")))
+    }
+}
+
+fn to_value<T: serde::Serialize>(value: &T) -> Result<Value, StoreError> {
+    serde_json::to_value(value)
+        .map_err(|e| StoreError::Permanent(format!("cannot serialize audit record: {e}")))
+}
+
+/// JSON text with object keys sorted at every level, whatever map type serde_json was
+/// built with, so equal content always has one digest.
+fn canonical_json(value: &Value) -> String {
+    fn sorted(value: &Value) -> Value {
+        match value {
+            Value::Object(fields) => {
+                let mut keys: Vec<&String> = fields.keys().collect();
+                keys.sort();
+                Value::Object(
+                    keys.into_iter()
+                        .map(|k| (k.clone(), sorted(&fields[k])))
+                        .collect(),
+                )
+            }
+            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    sorted(value).to_string()
+}
+
+/// Operator state of one input partition with the offset it covers (SPEC §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Consumer group: two groups reading the same topic keep separate state.
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    /// The first offset not covered by `state`: consumption resumes here on restore.
+    pub next_offset: i64,
+    /// Opaque serialized operator state (counters, ring log); the store never reads it.
+    pub state: Vec<u8>,
+    pub saved_at: DateTime<Utc>,
+}
+
+/// One page of a listing, and where the next one starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Opaque cursor of the next page; `None` when this page is the last.
+    pub next: Option<String>,
+}
+
+/// Why a store call failed, and therefore what the caller does about it.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The store cannot be reached or is overloaded: retry with backoff, and pause
+    /// consumption meanwhile.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Retrying cannot help (bad schema, credentials or request): stop the service.
+    #[error("store failed permanently: {0}")]
+    Permanent(String),
+    /// A record with this id is already stored with other content. Nothing of the call
+    /// was written and the stored record stays as it is.
+    #[error("record {id} conflicts with the stored one: {detail}")]
+    Conflict { id: Uuid, detail: String },
+}
+
+impl StoreError {
+    /// Whether the same call may succeed later (only [`StoreError::Unavailable`]).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Where audit records and checkpoints are kept. Every method is safe to call
+/// concurrently; a backend serializes internally what must be serialized.
+#[async_trait::async_trait]
+pub trait AuditStore: Send + Sync + 'static {
+    /// Stores `records`, all or nothing, durably on return.
+    ///
+    /// Idempotent: a record whose id is already stored with the same content (see
+    /// [`AuditRecord::content_digest`]) is a no-op; with different content the call fails
+    /// with [`StoreError::Conflict`] and nothing of it is written. A verdict also
+    /// replaces the `rollout_status` of its (tenant, contract) when its `occurred_at` is
+    /// newer than the stored one's (ties broken by the greater `audit_id`), so the
+    /// result does not depend on write order.
+    async fn write(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
+
+    /// The latest verdict of one contract, if any.
+    async fn rollout_status(
+        &self,
+        tenant_id: &str,
+        contract_id: &str,
+    ) -> Result<Option<RolloutStatus>, StoreError>;
+
+    /// Keeps `checkpoint` unless one with a greater `next_offset` is already stored for
+    /// the same (group, topic, partition): a consumer that lost the partition in a
+    /// rebalance cannot move its successor's checkpoint back.
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
+
+    async fn load_checkpoint(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<Checkpoint>, StoreError>;
+
+    /// Stored decisions of one tenant in (source topic, partition, offset, id) order,
+    /// at most `limit` (at least 1) at a time, starting after `cursor`.
+    async fn decisions(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<AuditDecision>, StoreError>;
+
+    /// Stored verdicts of one tenant; order and paging as [`AuditStore::decisions`].
+    async fn verdicts(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<AuditVerdict>, StoreError>;
+
+    /// Stored coordination records of one tenant; order and paging as
+    /// [`AuditStore::decisions`].
+    async fn coordination_records(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<CoordinationRecord>, StoreError>;
+
+    /// Tenants that have any stored record, sorted (for `verify` and summaries).
+    async fn tenants(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Cheap reachability check for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A shared store is a store: the service hands one `Arc<dyn AuditStore>` to every
+/// partition worker and the HTTP server.
+#[async_trait::async_trait]
+impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
+    async fn write(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        (**self).write(records).await
+    }
+
+    async fn rollout_status(
+        &self,
+        tenant_id: &str,
+        contract_id: &str,
+    ) -> Result<Option<RolloutStatus>, StoreError> {
+        (**self).rollout_status(tenant_id, contract_id).await
+    }
+
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        (**self).save_checkpoint(checkpoint).await
+    }
+
+    async fn load_checkpoint(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<Checkpoint>, StoreError> {
+        (**self).load_checkpoint(group, topic, partition).await
+    }
+
+    async fn decisions(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<AuditDecision>, StoreError> {
+        (**self).decisions(tenant_id, cursor, limit).await
+    }
+
+    async fn verdicts(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<AuditVerdict>, StoreError> {
+        (**self).verdicts(tenant_id, cursor, limit).await
+    }
+
+    async fn coordination_records(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<CoordinationRecord>, StoreError> {
+        (**self)
+            .coordination_records(tenant_id, cursor, limit)
+            .await
+    }
+
+    async fn tenants(&self) -> Result<Vec<String>, StoreError> {
+        (**self).tenants().await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        (**self).ping().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let value = json!({"b": 1, "a": {"d": [{"z": 1, "y": 2}], "c": null}});
+        assert_eq!(
+            canonical_json(&value),
+            r#"{"a":{"c":null,"d":[{"y":2,"z":1}]},"b":1}"#
+        );
+    }
+
+    /// The ScyllaDB schema, in migration order.
+    const CQL: [(&str, &str); 6] = [
+        (
+            "001-keyspace.cql",
+            include_str!("../../schemas/cql/001-keyspace.cql"),
+        ),
+        (
+            "002-coordination-audit-records.cql",
+            include_str!("../../schemas/cql/002-coordination-audit-records.cql"),
+        ),
+        (
+            "003-audit-verdicts.cql",
+            include_str!("../../schemas/cql/003-audit-verdicts.cql"),
+        ),
+        (
+            "004-audit-decisions.cql",
+            include_str!("../../schemas/cql/004-audit-decisions.cql"),
+        ),
+        (
+            "005-rollout-status.cql",
+            include_str!("../../schemas/cql/005-rollout-status.cql"),
+        ),
+        (
+            "006-stream-checkpoints.cql",
+            include_str!("../../schemas/cql/006-stream-checkpoints.cql"),
+        ),
+    ];
+
+    /// The file's text without `--` comments.
+    fn cql_code(text: &str) -> String {
+        text.lines()
+            .map(|line| line.split("--").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The partition key columns of the file's table.
+    fn partition_key(code: &str) -> Vec<String> {
+        let start = code.find("PRIMARY KEY ((").expect("a compound primary key") + 14;
+        let end = start + code[start..].find(')').unwrap();
+        code[start..end]
+            .split(',')
+            .map(|c| c.trim().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn every_cql_statement_can_run_again() {
+        for (file, text) in CQL {
+            let code = cql_code(text);
+            let statements: Vec<&str> = code
+                .split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            assert_eq!(statements.len(), 1, "{file}: one statement per file");
+            assert!(
+                statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS {{keyspace}}")
+                    || statements[0].starts_with("CREATE TABLE IF NOT EXISTS {{keyspace}}."),
+                "{file}: {}",
+                statements[0]
+            );
+        }
+        assert!(cql_code(CQL[0].1).contains("WITH replication = {{replication}}"));
+    }
+
+    #[test]
+    fn every_audit_table_is_partitioned_by_tenant() {
+        for (file, text) in &CQL[1..5] {
+            let key = partition_key(&cql_code(text));
+            assert!(key.contains(&"tenant_id".to_owned()), "{file}: {key:?}");
+        }
+        assert_eq!(
+            partition_key(&cql_code(CQL[5].1)),
+            ["consumer_group", "topic", "kafka_partition"]
+        );
+    }
+
+    #[test]
+    fn the_coordination_table_has_the_seed_columns() {
+        let code = cql_code(CQL[1].1);
+        for column in [
+            "audit_id uuid",
+            "envelope_id text",
+            "envelope_class text",
+            "decision text",
+            "reason text",
+            "decision_timestamp timestamp",
+            "created_at timestamp",
+            "conflicting_envelope_id text",
+            "preempting_envelope_id text",
+            "active_envelopes_count int",
+            "tenant_id text",
+            "source_topic text",
+            "source_partition int",
+            "source_offset bigint",
+        ] {
+            let (name, kind) = column.split_once(' ').unwrap();
+            let found = code.lines().any(|line| {
+                let mut words = line.split_whitespace();
+                words.next() == Some(name)
+                    && words.next().map(|w| w.trim_end_matches(',')) == Some(kind)
+            });
+            assert!(found, "missing column {column}");
+        }
+    }
+
+    #[test]
+    fn only_unavailable_is_retryable() {
+        assert!(StoreError::Unavailable("busy".into()).is_retryable());
+        assert!(!StoreError::Permanent("bad schema".into()).is_retryable());
+        let conflict = StoreError::Conflict {
+            id: Uuid::nil(),
+            detail: "differs".into(),
+        };
+        assert!(!conflict.is_retryable());
+    }
+}
