@@ -1,1 +1,397 @@
-//! stub
+//! Configuration: defaults < TOML file < `AUDIT_STREAM__*` environment variables.
+//!
+//! Every key is documented here and in `config/audit-stream.toml`. Unknown keys are
+//! rejected, so a typo fails at start instead of silently falling back to a default.
+//! Environment variables name a key path with `__`, for example
+//! `AUDIT_STREAM__KAFKA__BOOTSTRAP_SERVERS=broker:9092`. There is no global config: it is
+//! loaded once in `main` and handed to whatever needs it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Prefix of environment overrides; `__` separates key path segments.
+pub const ENV_PREFIX: &str = "AUDIT_STREAM__";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub topics: TopicsConfig,
+    pub ingest: IngestConfig,
+    pub recipes: RecipesConfig,
+    pub store: StoreConfig,
+    pub gate: GateConfig,
+    pub http: HttpConfig,
+}
+
+/// Kafka client settings shared by the consumer and the producer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list of brokers.
+    pub bootstrap_servers: String,
+    /// Consumer group: every replica of one deployment shares it; Kafka assigns partitions.
+    pub group_id: String,
+    /// `cooperative-sticky` moves only the partitions that must move on a rebalance.
+    pub assignment_strategy: String,
+    /// How long the group waits for a silent member before reassigning its partitions.
+    pub session_timeout_ms: u32,
+    /// How often stored offsets (only those of fully persisted records) are committed.
+    pub commit_interval_ms: u32,
+    /// Where a partition without a committed offset starts.
+    pub auto_offset_reset: String,
+    /// Decisions, verdicts and offsets in one Kafka transaction (needs a broker with
+    /// transaction support); otherwise at-least-once with an idempotent producer.
+    pub exactly_once: bool,
+    /// Extra librdkafka properties for both clients: security (`security.protocol`,
+    /// `sasl.mechanisms`, `sasl.username`, `sasl.password`, `ssl.ca.location`, …) and
+    /// tuning. From the environment, `_` in a property name stands for `.`:
+    /// `AUDIT_STREAM__KAFKA__PROPERTIES__SASL_USERNAME`.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            group_id: "audit-stream".into(),
+            assignment_strategy: "cooperative-sticky".into(),
+            session_timeout_ms: 10_000,
+            commit_interval_ms: 1_000,
+            auto_offset_reset: "earliest".into(),
+            exactly_once: false,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The pass-through properties with environment-style names (`sasl_username`)
+    /// turned into librdkafka names (`sasl.username`).
+    pub fn client_properties(&self) -> impl Iterator<Item = (String, &str)> {
+        self.properties
+            .iter()
+            .map(|(k, v)| (k.replace('_', ".").to_lowercase(), v.as_str()))
+    }
+}
+
+/// Topic names: inputs by kind, then outputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    pub validation: String,
+    pub execution: String,
+    pub coordination: String,
+    pub decisions: String,
+    pub verdicts: String,
+    pub dlq: String,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            validation: "audit.validation.v1".into(),
+            execution: "audit.execution.v1".into(),
+            coordination: "audit.coordination.v1".into(),
+            decisions: "audit.decisions.v1".into(),
+            verdicts: "audit.verdicts.v1".into(),
+            dlq: "audit.dlq.v1".into(),
+        }
+    }
+}
+
+impl TopicsConfig {
+    /// The topics the service consumes.
+    pub fn inputs(&self) -> [&str; 3] {
+        [&self.validation, &self.execution, &self.coordination]
+    }
+
+    /// The topics the service publishes to.
+    pub fn outputs(&self) -> [&str; 3] {
+        [&self.decisions, &self.verdicts, &self.dlq]
+    }
+}
+
+/// Limits at ingest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Payloads larger than this are dead-lettered as `oversize` without being parsed.
+    pub max_payload_bytes: usize,
+    /// Records read but not yet fully persisted and acknowledged; consumption pauses at
+    /// this bound, which bounds memory while the store or the broker is slow.
+    pub max_in_flight_records: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_payload_bytes: 1024 * 1024,
+            max_in_flight_records: 10_000,
+        }
+    }
+}
+
+/// Where the Theus recipes come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecipesConfig {
+    /// Theus-format YAML. Without a file, no process has a recipe and nothing is checked.
+    pub path: Option<PathBuf>,
+    /// How often the file is checked for changes; a changed, valid file replaces the
+    /// recipes in force, an invalid one is rejected and the previous recipes stay.
+    pub reload_interval_ms: u64,
+}
+
+impl Default for RecipesConfig {
+    fn default() -> Self {
+        RecipesConfig {
+            path: None,
+            reload_interval_ms: 5_000,
+        }
+    }
+}
+
+/// Which store keeps audit records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// SQLite file on local disk: demo and single-machine use.
+    Embedded,
+    /// ScyllaDB cluster: production.
+    Scylla,
+}
+
+/// Audit record store settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    /// File of the embedded store.
+    pub embedded_path: PathBuf,
+    /// Records written to the store in one call at most.
+    pub batch_max_records: usize,
+    /// First retry delay after a failed write; doubles up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Embedded,
+            embedded_path: PathBuf::from("audit-stream.db"),
+            batch_max_records: 512,
+            retry_initial_ms: 100,
+            retry_max_ms: 10_000,
+        }
+    }
+}
+
+/// Rollout gate policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GateConfig {
+    /// A verdict whose evidence is older than this answers `wait`.
+    pub freshness_secs: u64,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        GateConfig {
+            freshness_secs: 24 * 3600,
+        }
+    }
+}
+
+/// The one HTTP port: metrics, probes, rollout and key endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "0.0.0.0:8080".into(),
+        }
+    }
+}
+
+/// Configuration that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("config file {path} does not exist")]
+    Missing { path: PathBuf },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then the TOML file if given, then `AUDIT_STREAM__*` variables.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with(path, Env::prefixed(ENV_PREFIX).split("__"))
+    }
+
+    fn load_with(path: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::Missing {
+                    path: path.to_path_buf(),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let config: Config = figment
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Cross-field checks that serde cannot express.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let t = &self.topics;
+        let mut names: Vec<&str> = t.inputs().into_iter().chain(t.outputs()).collect();
+        if names.iter().any(|n| n.is_empty()) {
+            return invalid("topic names must not be empty".into());
+        }
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return invalid(format!("topic {} is configured twice", w[0]));
+        }
+        if self.ingest.max_payload_bytes == 0 {
+            return invalid("ingest.max_payload_bytes must be positive".into());
+        }
+        if self.ingest.max_in_flight_records == 0 {
+            return invalid("ingest.max_in_flight_records must be positive".into());
+        }
+        if self.store.batch_max_records == 0 {
+            return invalid("store.batch_max_records must be positive".into());
+        }
+        if self.store.retry_initial_ms == 0 || self.store.retry_max_ms < self.store.retry_initial_ms
+        {
+            return invalid(
+                "store.retry_initial_ms must be positive and not above store.retry_max_ms".into(),
+            );
+        }
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            return invalid("kafka.bootstrap_servers must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn no_env() -> Env {
+        Env::prefixed("AUDIT_STREAM_CONFIG_TEST_UNSET__").split("__")
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = Config::load_with(None, no_env()).expect("defaults are valid");
+        assert_eq!(config.topics.validation, "audit.validation.v1");
+        assert_eq!(config.ingest.max_payload_bytes, 1024 * 1024);
+        assert_eq!(config.store.kind, StoreKind::Embedded);
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's test jail returns its own error type
+    fn file_overrides_defaults_and_environment_overrides_file() {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(
+            file,
+            "[kafka]\ngroup_id = \"from-file\"\n[topics]\ndlq = \"dead\""
+        )
+        .unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("AUDIT_STREAM_T__KAFKA__GROUP_ID", "from-env");
+            jail.set_env("AUDIT_STREAM_T__KAFKA__PROPERTIES__SASL_USERNAME", "alice");
+            let config = Config::load_with(
+                Some(file.path()),
+                Env::prefixed("AUDIT_STREAM_T__").split("__"),
+            )
+            .expect("valid");
+            assert_eq!(config.kafka.group_id, "from-env");
+            assert_eq!(config.topics.dlq, "dead");
+            let props: Vec<_> = config.kafka.client_properties().collect();
+            assert_eq!(props, vec![("sasl.username".to_string(), "alice")]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(file, "[kafka]\nbootstrap_server = \"typo:9092\"").unwrap();
+        let err = Config::load_with(Some(file.path()), no_env()).expect_err("typo");
+        assert!(err.to_string().contains("bootstrap_server"), "{err}");
+    }
+
+    #[test]
+    fn a_topic_used_twice_is_rejected() {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(file, "[topics]\ndlq = \"audit.decisions.v1\"").unwrap();
+        let err = Config::load_with(Some(file.path()), no_env()).expect_err("duplicate");
+        assert!(err.to_string().contains("configured twice"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = Config::load_with(Some(Path::new("/nonexistent/a.toml")), no_env())
+            .expect_err("missing");
+        assert_eq!(
+            err.to_string(),
+            "config file /nonexistent/a.toml does not exist"
+        );
+    }
+
+    #[test]
+    fn the_shipped_config_file_documents_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/audit-stream.toml");
+        let config = Config::load_with(Some(&path), no_env()).expect("shipped config loads");
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn the_shipped_config_file_names_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/audit-stream.toml");
+        let text = std::fs::read_to_string(path).expect("shipped config");
+        let defaults = serde_json::to_value(Config::default()).expect("serializes");
+        let sections = defaults.as_object().expect("sections");
+        let mut keys = 0;
+        for (section, fields) in sections {
+            assert!(
+                text.contains(&format!("[{section}]")),
+                "section [{section}] missing"
+            );
+            for key in fields.as_object().expect("fields").keys() {
+                let named = text.lines().any(|l| {
+                    let l = l.trim_start_matches(['#', ' ']);
+                    l.starts_with(&format!("{key} ="))
+                        || l.starts_with(&format!("[{section}.{key}]"))
+                });
+                assert!(
+                    named,
+                    "{section}.{key} is not documented in config/audit-stream.toml"
+                );
+                keys += 1;
+            }
+        }
+        assert!(keys > 20, "walked the config keys: {keys}");
+    }
+}

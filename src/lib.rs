@@ -23,12 +23,23 @@
 //! `event`, `decode`, `validation`, `contract`, `coordination` and `gate` are pure: no
 //! I/O, no clock, outputs returned as values.
 
+pub mod canonical;
+pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod coordination;
 pub mod decode;
+pub mod demo;
 pub mod event;
 pub mod gate;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
 pub mod pipeline;
+pub mod produce;
 pub mod record;
+pub mod schema;
+pub mod service;
+pub mod store;
+pub mod telemetry;
 pub mod validation;

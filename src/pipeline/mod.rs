@@ -1,1 +1,20 @@
-//! stub
+//! The pipeline: the only place that knows stage order and owns effects.
+//!
+//! - [`operator`]: record → outputs, pure apart from measuring a verdict's duration;
+//!   shared by the offline `process` command and the live service, which is what makes
+//!   their outputs identical by construction.
+//! - [`offline`]: `process`, the whole pipeline over a record file.
+//! - [`offsets`]: which input offset may be committed: only one whose every derived
+//!   output is acknowledged and every derived audit record is durable.
+//! - [`sink`]: the one path by which audit records reach the store: batched, retried
+//!   with backoff, never dropped.
+//! - [`worker`]: the live consumer loop.
+
+pub mod offline;
+pub mod offsets;
+pub mod operator;
+pub mod recipe_source;
+pub mod sink;
+pub mod worker;
+
+pub use operator::{Operator, Output, PartitionState, Publication};

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, from the package registries, into a cache outside
+# the checkout so that later runs on the same machine skip it:
+#   - system packages for the Kafka client (librdkafka is built from source with OpenSSL)
+#   - Tansu, a Kafka-protocol broker written in Rust, for the live tests
+# Prints the environment to use (TANSU_BIN) on stdout as `export` lines.
+set -euo pipefail
+
+CACHE="${AUDIT_STREAM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/audit-stream}"
+TANSU_VERSION="0.6.0"
+mkdir -p "$CACHE"
+
+log() { printf '[install-tools] %s\n' "$*" >&2; }
+
+need_apt=()
+for pkg in libssl-dev pkg-config build-essential; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
+if ((${#need_apt[@]})); then
+    log "installing Debian packages: ${need_apt[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >&2
+fi
+
+TANSU_BIN="$CACHE/tansu-$TANSU_VERSION/bin/tansu"
+if [ -x "$TANSU_BIN" ]; then
+    log "tansu $TANSU_VERSION cached at $TANSU_BIN"
+else
+    log "building tansu $TANSU_VERSION (10-15 minutes the first time on 2 cores; cached afterwards)"
+    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
+        --root "$CACHE/tansu-$TANSU_VERSION" >&2
+fi
+echo "export TANSU_BIN=$TANSU_BIN"

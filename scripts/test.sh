@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, and every test, including the live tests on a
+# real Kafka-protocol broker (Tansu), which the tests start themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+eval "$(scripts/install-tools.sh)"
+export TANSU_BIN
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --all-targets --locked

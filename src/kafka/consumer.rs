@@ -1,0 +1,167 @@
+//! The input consumer and its rebalance lifecycle.
+//!
+//! Offsets are never auto-stored: the pipeline stores an offset only when every record
+//! up to it is done (`pipeline::offsets`), and librdkafka commits stored offsets every
+//! `commit_interval_ms`. When partitions are revoked, the stored offsets are committed
+//! synchronously inside the rebalance callback, before the partitions move, so the next
+//! owner starts right after the last done record. Rebalance events are forwarded to the
+//! consumer loop, which drops the state of revoked partitions before reading on.
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::ClientContext;
+use tokio::sync::mpsc;
+
+use crate::config::KafkaConfig;
+use crate::pipeline::offsets::TopicPartition;
+use crate::record::Record;
+
+/// A change of the partitions this member owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assignment {
+    Assigned(Vec<TopicPartition>),
+    Revoked(Vec<TopicPartition>),
+}
+
+/// Consumer context: forwards rebalances and commits on revoke.
+pub struct AuditConsumerContext {
+    events: mpsc::UnboundedSender<Assignment>,
+}
+
+impl ClientContext for AuditConsumerContext {}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl ConsumerContext for AuditConsumerContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            // Commit what is done before the partitions move on.
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "Commit on revoke failed; the next owner replays from the last commit")
+                }
+            }
+            let revoked = partitions(tpl);
+            tracing::info!(partitions = ?revoked, "Partitions revoked");
+            let _ = self.events.send(Assignment::Revoked(revoked));
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let assigned = partitions(tpl);
+                tracing::info!(partitions = ?assigned, "Partitions assigned");
+                let _ = self.events.send(Assignment::Assigned(assigned));
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(error) => tracing::warn!(%error, "Rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => {
+                tracing::warn!(%error, "Offset commit failed; retried on the next interval")
+            }
+        }
+    }
+}
+
+/// The group consumer of the input topics.
+pub struct InputConsumer {
+    inner: StreamConsumer<AuditConsumerContext>,
+}
+
+/// Creates the group consumer and subscribes it to `topics`. Returns the channel on
+/// which assignment changes arrive.
+pub fn subscribe(
+    kafka: &KafkaConfig,
+    topics: &[&str],
+) -> Result<(InputConsumer, mpsc::UnboundedReceiver<Assignment>), KafkaError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut config = super::base_config(kafka);
+    config
+        .set("group.id", &kafka.group_id)
+        .set("partition.assignment.strategy", &kafka.assignment_strategy)
+        .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
+        .set("auto.offset.reset", &kafka.auto_offset_reset)
+        .set("enable.auto.commit", "true")
+        .set(
+            "auto.commit.interval.ms",
+            kafka.commit_interval_ms.to_string(),
+        )
+        // Offsets are stored by the pipeline, only for done records.
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    let inner: StreamConsumer<AuditConsumerContext> =
+        config.create_with_context(AuditConsumerContext { events: tx })?;
+    inner.subscribe(topics)?;
+    Ok((InputConsumer { inner }, rx))
+}
+
+impl InputConsumer {
+    /// The next record of any assigned, unpaused partition. Rebalance callbacks run
+    /// inside this call.
+    pub async fn recv(&self) -> Result<Record, KafkaError> {
+        let message = self.inner.recv().await?;
+        Ok(Record {
+            topic: message.topic().to_string(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().unwrap_or_default().to_vec(),
+            timestamp: message
+                .timestamp()
+                .to_millis()
+                .and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
+        })
+    }
+
+    /// Marks every record of the partition up to and including `offset` as done; the
+    /// next commit moves the group's position to `offset + 1`.
+    pub fn store_done(&self, topic: &str, partition: i32, offset: i64) -> Result<(), KafkaError> {
+        self.inner.store_offset(topic, partition, offset)
+    }
+
+    /// Stops (or restarts) fetching from every assigned partition; polling goes on, so
+    /// the member stays in its group.
+    pub fn set_paused(&self, paused: bool) -> Result<(), KafkaError> {
+        let assignment = self.inner.assignment()?;
+        if paused {
+            self.inner.pause(&assignment)
+        } else {
+            self.inner.resume(&assignment)
+        }
+    }
+
+    /// Commits the stored offsets and waits for the broker's answer.
+    pub fn commit_stored(&self) -> Result<(), KafkaError> {
+        match self.inner.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Leaves the group.
+    pub fn unsubscribe(&self) {
+        self.inner.unsubscribe();
+    }
+}
+
+/// How long `run` waits for outstanding acknowledgements at shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

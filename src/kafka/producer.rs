@@ -1,0 +1,144 @@
+//! The output producer: decisions, verdicts and dead letters.
+//!
+//! Idempotent (`enable.idempotence`), `acks=all`: a retried send never duplicates or
+//! reorders within a partition. Outputs are enqueued in record order from the consumer
+//! loop; their acknowledgements are awaited elsewhere.
+
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+
+use crate::config::KafkaConfig;
+use crate::metrics;
+use crate::pipeline::Publication;
+
+/// Producer of output events.
+#[derive(Clone)]
+pub struct OutputProducer {
+    inner: FutureProducer,
+}
+
+impl OutputProducer {
+    pub fn new(kafka: &KafkaConfig) -> Result<OutputProducer, KafkaError> {
+        let mut config = super::base_config(kafka);
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4");
+        Ok(OutputProducer {
+            inner: config.create()?,
+        })
+    }
+
+    /// Enqueues one record; waits while librdkafka's local queue is full. The returned
+    /// future resolves on the broker's acknowledgement or a delivery error.
+    pub async fn enqueue(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        timestamp_ms: Option<i64>,
+    ) -> Result<DeliveryFuture, KafkaError> {
+        loop {
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            if let Some(ts) = timestamp_ms {
+                record = record.timestamp(ts);
+            }
+            match self.inner.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+    }
+
+    /// Sends `publication` and waits until the broker acknowledges it, sending again
+    /// after a delivery error (the idempotent producer makes a resend harmless).
+    /// Returns an error only when the producer hit a fatal error.
+    pub async fn deliver(
+        &self,
+        publication: &Publication,
+        role: &'static str,
+        first: DeliveryFuture,
+    ) -> Result<(), KafkaError> {
+        let mut pending = first;
+        loop {
+            let error = match pending.await {
+                Ok(Ok(_)) => {
+                    metrics::output_acknowledged(role);
+                    return Ok(());
+                }
+                Ok(Err((error, _message))) => error,
+                Err(_canceled) => KafkaError::Canceled,
+            };
+            if let Some((code, reason)) = self.inner.client().fatal_error() {
+                return Err(KafkaError::MessageProduction(code)).inspect_err(|_| {
+                    tracing::error!(%reason, "Producer hit a fatal error");
+                });
+            }
+            metrics::output_delivery_failed(role, &error);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            pending = self
+                .enqueue(
+                    &publication.topic,
+                    publication.key.as_deref().map(str::as_bytes),
+                    &publication.payload,
+                    None,
+                )
+                .await?;
+        }
+    }
+
+    /// Waits until every enqueued record is acknowledged or `timeout` passes.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.inner.flush(Timeout::After(timeout))
+    }
+}
+
+/// Publishes input records (the `produce` command): keys and timestamps as given,
+/// idempotent, `acks=all`.
+pub struct RecordPublisher {
+    inner: OutputProducer,
+}
+
+impl RecordPublisher {
+    pub fn new(kafka: &KafkaConfig) -> Result<RecordPublisher, KafkaError> {
+        Ok(RecordPublisher {
+            inner: OutputProducer::new(kafka)?,
+        })
+    }
+
+    /// Enqueues one record; the future resolves to its partition and offset once the
+    /// broker acknowledges it.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        timestamp_ms: Option<i64>,
+    ) -> Result<impl std::future::Future<Output = Result<(i32, i64), KafkaError>>, KafkaError> {
+        let delivery = self
+            .inner
+            .enqueue(topic, key, payload, timestamp_ms)
+            .await?;
+        Ok(async move {
+            match delivery.await {
+                Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
+                Ok(Err((error, _))) => Err(error),
+                Err(_) => Err(KafkaError::Canceled),
+            }
+        })
+    }
+
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.inner.flush(timeout)
+    }
+}

@@ -1,0 +1,190 @@
+//! Telemetry in one place: one function per domain event, which logs and counts with
+//! the same fields. Metric macros are disallowed elsewhere (`clippy.toml`).
+//!
+//! Names follow `audit_stream_<noun>_<unit>[_total]`; labels come only from small fixed
+//! sets (input kind, error class, level, decision, result, check id, output topic
+//! role), never from tenants, keys or other user-controlled strings.
+#![allow(clippy::disallowed_macros)]
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::event::{AuditDecision, AuditVerdict, DeadLetter};
+use crate::store::StoreError;
+
+/// Every metric the service exports, for documentation and the emission test.
+pub const REQUIRED: &[&str] = &[
+    "audit_stream_records_consumed_total",
+    "audit_stream_records_decoded_total",
+    "audit_stream_dead_letters_total",
+    "audit_stream_decisions_total",
+    "audit_stream_verdicts_total",
+    "audit_stream_checks_total",
+    "audit_stream_outputs_acknowledged_total",
+    "audit_stream_output_delivery_errors_total",
+    "audit_stream_store_records_written_total",
+    "audit_stream_store_write_seconds",
+    "audit_stream_store_write_errors_total",
+    "audit_stream_end_to_end_latency_seconds",
+    "audit_stream_tracked_keys",
+    "audit_stream_offsets_committed_total",
+    "audit_stream_recipes_reloads_total",
+    "audit_stream_dropped_total",
+];
+
+/// Installs the Prometheus recorder for this process and returns the handle that
+/// renders `/metrics`. Call once, from `main`.
+pub fn install() -> Result<PrometheusHandle, String> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ],
+        )
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    // Registered at zero so that a dashboard and alert see 0, not "no data".
+    counter!("audit_stream_dropped_total").absolute(0);
+    Ok(handle)
+}
+
+/// A record was read from an input topic. `kind` is the input kind or `unknown`.
+pub fn record_consumed(kind: &'static str) {
+    counter!("audit_stream_records_consumed_total", "kind" => kind).increment(1);
+}
+
+/// A record decoded into an input event.
+pub fn record_decoded(kind: &'static str) {
+    counter!("audit_stream_records_decoded_total", "kind" => kind).increment(1);
+}
+
+/// A record was dead-lettered.
+pub fn dead_lettered(dl: &DeadLetter) {
+    tracing::debug!(
+        topic = %dl.source.topic,
+        partition = dl.source.partition,
+        offset = dl.source.offset,
+        error_class = dl.error_class.as_str(),
+        error = %dl.error.escape_debug(),
+        "Record dead-lettered"
+    );
+    counter!("audit_stream_dead_letters_total", "class" => dl.error_class.as_str()).increment(1);
+}
+
+/// A validation rule decided STOP, ABORT, BLOCK or WARN.
+pub fn decision_emitted(d: &AuditDecision) {
+    tracing::debug!(
+        key = %d.key.escape_debug(),
+        level = d.level.as_str(),
+        decision = d.decision.as_str(),
+        count = d.count,
+        threshold = d.threshold,
+        "Audit decision"
+    );
+    counter!(
+        "audit_stream_decisions_total",
+        "level" => d.level.as_str(),
+        "decision" => d.decision.as_str()
+    )
+    .increment(1);
+}
+
+/// A contract audit produced a verdict.
+pub fn verdict_emitted(v: &AuditVerdict) {
+    tracing::debug!(
+        audit_id = %v.audit_id,
+        verdict = v.verdict.as_str(),
+        failed = v.checks_failed,
+        inconclusive = v.checks_inconclusive,
+        "Audit verdict"
+    );
+    counter!("audit_stream_verdicts_total", "result" => v.verdict.as_str()).increment(1);
+    for check in &v.checks {
+        counter!(
+            "audit_stream_checks_total",
+            "check" => check_label(&check.check_id),
+            "result" => check.result.as_str()
+        )
+        .increment(1);
+    }
+}
+
+fn check_label(id: &str) -> &'static str {
+    match id {
+        "A-001" => "A-001",
+        "A-002" => "A-002",
+        "A-003" => "A-003",
+        "A-004" => "A-004",
+        "A-005" => "A-005",
+        "A-006" => "A-006",
+        "A-007" => "A-007",
+        _ => "other",
+    }
+}
+
+/// The broker acknowledged an output. `role` is `decisions`, `verdicts` or `dlq`.
+pub fn output_acknowledged(role: &'static str) {
+    counter!("audit_stream_outputs_acknowledged_total", "topic" => role).increment(1);
+}
+
+/// The broker did not take an output; it is sent again.
+pub fn output_delivery_failed(role: &'static str, error: &dyn std::fmt::Display) {
+    tracing::warn!(topic = role, error = %error, "Output delivery failed; sending again");
+    counter!("audit_stream_output_delivery_errors_total", "topic" => role).increment(1);
+}
+
+/// Every output of a record is acknowledged and every audit record durable.
+pub fn record_done(latency: Option<Duration>) {
+    if let Some(latency) = latency {
+        histogram!("audit_stream_end_to_end_latency_seconds").record(latency.as_secs_f64());
+    }
+}
+
+/// A batch of audit records is durable.
+pub fn store_written(records: usize, took: Duration) {
+    counter!("audit_stream_store_records_written_total").increment(records as u64);
+    histogram!("audit_stream_store_write_seconds").record(took.as_secs_f64());
+}
+
+/// A store write failed with a retryable error and will be retried after `delay`.
+pub fn store_write_failed(error: &StoreError, attempt: u32, delay: Duration) {
+    tracing::warn!(
+        error = %error,
+        attempt,
+        retry_in_ms = delay.as_millis() as u64,
+        "Store write failed; retrying, consumption pauses when in-flight records reach the bound"
+    );
+    counter!("audit_stream_store_write_errors_total", "kind" => "retryable").increment(1);
+}
+
+/// A store write failed permanently: the service stops.
+pub fn store_failed_permanently(error: &StoreError) {
+    tracing::error!(error = %error, "Store write failed permanently; stopping");
+    counter!("audit_stream_store_write_errors_total", "kind" => "permanent").increment(1);
+}
+
+/// Keys with a non-zero failure count held in operator state.
+pub fn tracked_keys(count: usize) {
+    gauge!("audit_stream_tracked_keys").set(count as f64);
+}
+
+/// Offsets of done records were stored for commit.
+pub fn offsets_stored(records: u64) {
+    counter!("audit_stream_offsets_committed_total").increment(records);
+}
+
+/// The recipe file was reloaded (`accepted`) or rejected (`rejected`).
+pub fn recipes_reloaded(outcome: &'static str) {
+    counter!("audit_stream_recipes_reloads_total", "outcome" => outcome).increment(1);
+}
+
+/// Something was lost. Must never happen: every record is audited or dead-lettered.
+pub fn dropped(reason: &'static str, detail: &dyn std::fmt::Display) {
+    tracing::error!(reason, detail = %detail, "Record dropped");
+    counter!("audit_stream_dropped_total").increment(1);
+}

@@ -1,0 +1,167 @@
+//! The per-record operator: decode, audit, and the outputs a record yields.
+//!
+//! Everything here is a function of the record, the recipes in force and the
+//! partition's state, except `audited_at` (passed in) and `duration_ms` (measured):
+//! replaying the same records from the same state yields the same outputs and ids.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, TopicsConfig};
+use crate::decode::{dead_letter, Decoder, InputKind};
+use crate::event::{DeadLetter, InputEvent, SourceRef};
+use crate::record::Record;
+use crate::schema::SchemaError;
+use crate::store::AuditRecord;
+use crate::validation::{self, Recipes, ValidationState};
+use crate::{contract, coordination};
+
+/// Operator state of one input partition; checkpointed with the offset it covers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// Failure counters and ring log of the validation audit.
+    pub validation: ValidationState,
+}
+
+impl PartitionState {
+    pub fn new(recipes: &Recipes) -> PartitionState {
+        PartitionState {
+            validation: ValidationState::new(recipes.defaults().ring_capacity),
+        }
+    }
+}
+
+/// One thing a record yields.
+// Outputs live for one record and are moved, not copied around: boxing the larger
+// variant would cost an allocation per output for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// An audit record: stored, and published unless it is a coordination record.
+    Audit(AuditRecord),
+    /// A record that could not be audited: published to the DLQ.
+    DeadLetter(DeadLetter),
+}
+
+/// An output as a Kafka record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publication {
+    pub topic: String,
+    pub key: Option<String>,
+    /// The JSON bytes, serialized once and used by both `process` and the producer.
+    pub payload: Vec<u8>,
+}
+
+impl Output {
+    /// The Kafka record this output is published as; coordination records are only
+    /// stored.
+    pub fn publication(&self, topics: &TopicsConfig) -> Option<Publication> {
+        let (topic, key, payload) = match self {
+            Output::Audit(AuditRecord::Decision(d)) => (
+                &topics.decisions,
+                Some(format!("{}:{}", d.tenant_id, d.process)),
+                serde_json::to_vec(d),
+            ),
+            Output::Audit(AuditRecord::Verdict { verdict, .. }) => (
+                &topics.verdicts,
+                Some(format!("{}:{}", verdict.tenant_id, verdict.contract_id)),
+                serde_json::to_vec(verdict),
+            ),
+            Output::Audit(AuditRecord::Coordination(_)) => return None,
+            Output::DeadLetter(dl) => (
+                &topics.dlq,
+                Some(format!(
+                    "{}/{}/{}",
+                    dl.source.topic, dl.source.partition, dl.source.offset
+                )),
+                serde_json::to_vec(dl),
+            ),
+        };
+        Some(Publication {
+            topic: topic.clone(),
+            key,
+            // Serializing these plain structs cannot fail: no maps with non-string keys.
+            payload: payload.expect("output events serialize to JSON"),
+        })
+    }
+
+    /// The audit record to persist, if any.
+    pub fn audit_record(&self) -> Option<&AuditRecord> {
+        match self {
+            Output::Audit(record) => Some(record),
+            Output::DeadLetter(_) => None,
+        }
+    }
+}
+
+/// Decodes and audits records. Built once; shared by every partition.
+pub struct Operator {
+    decoder: Decoder,
+    topics: TopicsConfig,
+}
+
+impl Operator {
+    pub fn new(config: &Config) -> Result<Operator, SchemaError> {
+        Ok(Operator {
+            decoder: Decoder::new(&config.topics, &config.ingest)?,
+            topics: config.topics.clone(),
+        })
+    }
+
+    pub fn topics(&self) -> &TopicsConfig {
+        &self.topics
+    }
+
+    /// Metric label of a topic's input kind.
+    pub fn kind_label(&self, topic: &str) -> &'static str {
+        match self.decoder.kind_of(topic) {
+            Some(InputKind::Validation) => "validation",
+            Some(InputKind::Execution) => "execution",
+            Some(InputKind::Coordination) => "coordination",
+            None => "unknown",
+        }
+    }
+
+    /// Everything `record` yields, in emission order.
+    pub fn process(
+        &self,
+        record: &Record,
+        recipes: &Recipes,
+        state: &mut PartitionState,
+        now: DateTime<Utc>,
+    ) -> Vec<Output> {
+        let event = match self.decoder.decode(record) {
+            Ok(event) => event,
+            Err(error) => return vec![Output::DeadLetter(dead_letter(record, &error))],
+        };
+        let source = SourceRef {
+            topic: record.topic.clone(),
+            partition: record.partition,
+            offset: record.offset,
+            event_id: event.event_id(),
+        };
+        match event {
+            InputEvent::Validation(event) => {
+                validation::evaluate(recipes, &event, &source, &mut state.validation)
+                    .into_iter()
+                    .map(|d| Output::Audit(AuditRecord::Decision(d)))
+                    .collect()
+            }
+            InputEvent::Execution(event) => {
+                let started = Instant::now();
+                let mut verdict = contract::audit(&event, &source, now);
+                verdict.duration_ms =
+                    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                vec![Output::Audit(AuditRecord::Verdict {
+                    verdict,
+                    occurred_at: event.occurred_at,
+                })]
+            }
+            InputEvent::Coordination(event) => vec![Output::Audit(AuditRecord::Coordination(
+                coordination::record(&event, &source),
+            ))],
+        }
+    }
+}

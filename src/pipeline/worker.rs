@@ -1,0 +1,393 @@
+//! The live consumer loop: in-order processing per partition, outputs to Kafka, audit
+//! records to the sink, offsets stored only for done records (see [`super::offsets`]).
+//!
+//! Concurrency: one task reads and processes records in partition order (processing is
+//! microseconds of CPU per record, cheaper than any hand-off). What is slow (broker
+//! acknowledgements, store writes) is awaited in a bounded set of per-record futures;
+//! when the bound is reached, consumption pauses but polling goes on, so the member
+//! stays in its group however long the store is down.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use super::offsets::{OffsetTracker, TopicPartition};
+use super::sink::{Sink, SinkClosed};
+use super::{Operator, Output, PartitionState};
+use crate::config::Config;
+use crate::kafka::consumer::{self, Assignment, InputConsumer, DRAIN_TIMEOUT};
+use crate::kafka::producer::OutputProducer;
+use crate::kafka::KafkaError;
+use crate::metrics;
+use crate::record::Record;
+use crate::store::AuditRecord;
+use crate::validation::Recipes;
+
+/// Why the live pipeline stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("{0}")]
+    Sink(#[from] SinkClosed),
+}
+
+/// Counts of one run, for the demo summary and tests.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RunStats {
+    pub records_in: u64,
+    pub records_done: u64,
+    pub decoded_by_kind: BTreeMap<String, u64>,
+    pub dead_letters_by_class: BTreeMap<String, u64>,
+    pub decisions_by_level: BTreeMap<String, u64>,
+    pub decisions_by_key: BTreeMap<String, u64>,
+    pub verdicts_by_result: BTreeMap<String, u64>,
+    pub coordination_records: u64,
+    pub outputs_published: u64,
+    pub outputs_acknowledged: u64,
+    pub audit_records_durable: u64,
+}
+
+/// State the HTTP API reads while the pipeline runs.
+#[derive(Default)]
+pub struct Shared {
+    /// Operator state of every assigned partition.
+    pub partitions: RwLock<HashMap<TopicPartition, Arc<Mutex<PartitionState>>>>,
+    /// True once the consumer has its first assignment and restored its state.
+    pub ready: AtomicBool,
+    pub stats: Mutex<RunStats>,
+}
+
+impl Shared {
+    fn stats(&self) -> std::sync::MutexGuard<'_, RunStats> {
+        self.stats
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A copy of the counts so far.
+    pub fn snapshot(&self) -> RunStats {
+        self.stats().clone()
+    }
+}
+
+/// A record whose every output is acknowledged and every audit record durable.
+struct Done {
+    tp: TopicPartition,
+    offset: i64,
+    timestamp: Option<DateTime<Utc>>,
+    acknowledged: u64,
+    durable: u64,
+}
+
+type InFlight = FuturesUnordered<BoxFuture<'static, Result<Done, PipelineError>>>;
+
+/// The live pipeline of one service instance.
+pub struct Worker {
+    config: Config,
+    operator: Arc<Operator>,
+    producer: OutputProducer,
+    sink: Sink,
+    recipes: watch::Receiver<Arc<Recipes>>,
+    shared: Arc<Shared>,
+    tracker: OffsetTracker,
+    paused: bool,
+}
+
+impl Worker {
+    pub fn new(
+        config: Config,
+        operator: Arc<Operator>,
+        sink: Sink,
+        recipes: watch::Receiver<Arc<Recipes>>,
+        shared: Arc<Shared>,
+    ) -> Result<Worker, KafkaError> {
+        Ok(Worker {
+            producer: OutputProducer::new(&config.kafka)?,
+            config,
+            operator,
+            sink,
+            recipes,
+            shared,
+            tracker: OffsetTracker::new(),
+            paused: false,
+        })
+    }
+
+    /// Consumes until `shutdown` turns true, then drains in-flight records, commits and
+    /// returns the run's counts.
+    pub async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<RunStats, PipelineError> {
+        let inputs = self.config.topics.inputs();
+        let (consumer, mut assignments) = consumer::subscribe(&self.config.kafka, &inputs)?;
+        let mut in_flight = InFlight::new();
+        let result = loop {
+            if *shutdown.borrow() {
+                break Ok(());
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {}
+                Some(done) = in_flight.next() => match done {
+                    Ok(done) => self.finish(&consumer, done),
+                    Err(error) => break Err(error),
+                },
+                message = consumer.recv() => {
+                    self.apply_assignments(&mut assignments);
+                    match message {
+                        Ok(record) => {
+                            if let Err(error) = self.handle(&consumer, record, &mut in_flight).await {
+                                break Err(error);
+                            }
+                        }
+                        Err(error) => tracing::warn!(%error, "Consumer error; polling on"),
+                    }
+                }
+            }
+        };
+        // Drain: wait for what is in flight, so its offsets can be committed.
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while let Some(done) = in_flight.next().await {
+                match done {
+                    Ok(done) => self.finish(&consumer, done),
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(())
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                in_flight = self.tracker.in_flight(),
+                "Shutdown drain timed out; those records are replayed by the next owner"
+            );
+        }
+        consumer.commit_stored()?;
+        self.producer.flush(Duration::from_secs(5))?;
+        consumer.unsubscribe();
+        result?;
+        if let Ok(Err(error)) = drained {
+            return Err(error);
+        }
+        Ok(self.shared.snapshot())
+    }
+
+    fn apply_assignments(&mut self, assignments: &mut mpsc::UnboundedReceiver<Assignment>) {
+        while let Ok(change) = assignments.try_recv() {
+            let mut partitions = self
+                .shared
+                .partitions
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match change {
+                Assignment::Assigned(tps) => {
+                    let recipes = self.recipes.borrow().clone();
+                    for tp in tps {
+                        partitions
+                            .entry(tp)
+                            .or_insert_with(|| Arc::new(Mutex::new(PartitionState::new(&recipes))));
+                    }
+                    self.shared.ready.store(true, Ordering::Release);
+                }
+                Assignment::Revoked(tps) => {
+                    for tp in tps {
+                        partitions.remove(&tp);
+                        self.tracker.revoke(&tp);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(
+        &mut self,
+        consumer: &InputConsumer,
+        record: Record,
+        in_flight: &mut InFlight,
+    ) -> Result<(), PipelineError> {
+        let tp: TopicPartition = (record.topic.clone(), record.partition);
+        let recipes = self.recipes.borrow_and_update().clone();
+        let state = {
+            let mut partitions = self
+                .shared
+                .partitions
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            partitions
+                .entry(tp.clone())
+                .or_insert_with(|| Arc::new(Mutex::new(PartitionState::new(&recipes))))
+                .clone()
+        };
+        let outputs = {
+            let mut state = state
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let outputs = self
+                .operator
+                .process(&record, &recipes, &mut state, Utc::now());
+            metrics::tracked_keys(state.validation.counter.tracked_keys());
+            outputs
+        };
+        self.count(&record, &outputs);
+        self.tracker.track(&tp, record.offset);
+
+        let audit_records: Vec<AuditRecord> = outputs
+            .iter()
+            .filter_map(Output::audit_record)
+            .cloned()
+            .collect();
+        let durable = audit_records.len() as u64;
+        let stored = if audit_records.is_empty() {
+            None
+        } else {
+            Some(self.sink.submit(audit_records).await?)
+        };
+        let mut sends = Vec::new();
+        for output in &outputs {
+            if let Some(publication) = output.publication(self.operator.topics()) {
+                let delivery = self
+                    .producer
+                    .enqueue(
+                        &publication.topic,
+                        publication.key.as_deref().map(str::as_bytes),
+                        &publication.payload,
+                        None,
+                    )
+                    .await?;
+                sends.push((publication, output_role(output), delivery));
+            }
+        }
+        let done = Done {
+            tp,
+            offset: record.offset,
+            timestamp: record.timestamp,
+            acknowledged: sends.len() as u64,
+            durable,
+        };
+        if stored.is_none() && sends.is_empty() {
+            self.finish(consumer, done);
+        } else {
+            let producer = self.producer.clone();
+            in_flight.push(
+                async move {
+                    if let Some(stored) = stored {
+                        stored.await.map_err(|_| SinkClosed)?;
+                    }
+                    for (publication, role, delivery) in sends {
+                        producer.deliver(&publication, role, delivery).await?;
+                    }
+                    Ok(done)
+                }
+                .boxed(),
+            );
+        }
+        self.apply_backpressure(consumer);
+        Ok(())
+    }
+
+    fn finish(&mut self, consumer: &InputConsumer, done: Done) {
+        metrics::record_done(
+            done.timestamp
+                .and_then(|ts| (Utc::now() - ts).to_std().ok()),
+        );
+        {
+            let mut stats = self.shared.stats();
+            stats.records_done += 1;
+            stats.outputs_acknowledged += done.acknowledged;
+            stats.audit_records_durable += done.durable;
+        }
+        if let Some(watermark) = self.tracker.complete(&done.tp, done.offset) {
+            // librdkafka commits `watermark + 1`: the next record to read.
+            match consumer.store_done(&done.tp.0, done.tp.1, watermark) {
+                Ok(()) => metrics::offsets_stored(1),
+                Err(error) => {
+                    tracing::debug!(%error, topic = %done.tp.0, partition = done.tp.1, "Offset not stored; partition no longer assigned")
+                }
+            }
+        }
+        self.apply_backpressure(consumer);
+    }
+
+    /// Pauses consumption at the in-flight bound; resumes at half of it.
+    fn apply_backpressure(&mut self, consumer: &InputConsumer) {
+        let bound = self.config.ingest.max_in_flight_records;
+        let in_flight = self.tracker.in_flight();
+        let change = if !self.paused && in_flight >= bound {
+            Some(true)
+        } else if self.paused && in_flight <= bound / 2 {
+            Some(false)
+        } else {
+            None
+        };
+        let Some(pause) = change else { return };
+        match consumer.set_paused(pause) {
+            Ok(()) => {
+                self.paused = pause;
+                tracing::info!(in_flight, paused = pause, "Backpressure");
+            }
+            Err(error) => tracing::warn!(%error, "Pause/resume failed"),
+        }
+    }
+
+    fn count(&self, record: &Record, outputs: &[Output]) {
+        let kind = self.operator.kind_label(&record.topic);
+        metrics::record_consumed(kind);
+        let mut stats = self.shared.stats();
+        stats.records_in += 1;
+        let mut dead = false;
+        for output in outputs {
+            match output {
+                Output::DeadLetter(dl) => {
+                    dead = true;
+                    metrics::dead_lettered(dl);
+                    *stats
+                        .dead_letters_by_class
+                        .entry(dl.error_class.as_str().to_string())
+                        .or_default() += 1;
+                }
+                Output::Audit(AuditRecord::Decision(d)) => {
+                    metrics::decision_emitted(d);
+                    *stats
+                        .decisions_by_level
+                        .entry(format!("{}/{}", d.level.as_str(), d.decision.as_str()))
+                        .or_default() += 1;
+                    *stats.decisions_by_key.entry(d.key.clone()).or_default() += 1;
+                }
+                Output::Audit(AuditRecord::Verdict { verdict, .. }) => {
+                    metrics::verdict_emitted(verdict);
+                    *stats
+                        .verdicts_by_result
+                        .entry(verdict.verdict.as_str().to_string())
+                        .or_default() += 1;
+                }
+                Output::Audit(AuditRecord::Coordination(_)) => stats.coordination_records += 1,
+            }
+            if !matches!(output, Output::Audit(AuditRecord::Coordination(_))) {
+                stats.outputs_published += 1;
+            }
+        }
+        if !dead {
+            metrics::record_decoded(kind);
+            *stats.decoded_by_kind.entry(kind.to_string()).or_default() += 1;
+        }
+    }
+}
+
+fn output_role(output: &Output) -> &'static str {
+    match output {
+        Output::Audit(AuditRecord::Decision(_)) => "decisions",
+        Output::Audit(AuditRecord::Verdict { .. }) => "verdicts",
+        Output::Audit(AuditRecord::Coordination(_)) => "coordination",
+        Output::DeadLetter(_) => "dlq",
+    }
+}

@@ -1,0 +1,168 @@
+//! Shared test support: a real Kafka-protocol broker (Tansu) on loopback, unique names,
+//! the binary under test, and an output-topic reader.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The tansu binary: `TANSU_BIN`, as `scripts/install-tools.sh` prints it.
+fn tansu_bin() -> PathBuf {
+    match std::env::var_os("TANSU_BIN") {
+        Some(bin) if Path::new(&bin).is_file() => PathBuf::from(bin),
+        _ => panic!(
+            "the live tests need the Tansu broker: run `eval \"$(scripts/install-tools.sh)\"` \
+             (or scripts/test.sh), which installs it and sets TANSU_BIN"
+        ),
+    }
+}
+
+/// A Tansu broker on a loopback port, killed on drop.
+pub struct Tansu {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Tansu {
+    /// Starts a broker with in-memory storage and waits until it accepts connections.
+    pub fn start() -> Tansu {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.path().join("tansu.log")).expect("log file");
+        let child = Command::new(tansu_bin())
+            .current_dir(dir.path())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("tansu starts");
+        let broker = Tansu {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {port} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        broker
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a topic (with an explicit retention, which some clients read).
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let status = Command::new(tansu_bin())
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+            ])
+            .args(["--config", "retention.ms=604800000"])
+            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+            .stdout(Stdio::null())
+            .status()
+            .expect("tansu topic create runs");
+        assert!(
+            status.success(),
+            "tansu topic create {name} failed: {status}"
+        );
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The audit-stream binary under test.
+pub fn audit_stream() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_audit-stream"))
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: serde_json::Value,
+}
+
+/// Reads partition 0.. of `topics` from the beginning, without a group, until `expected`
+/// records have been read in all or `timeout` passes.
+pub fn read_topics(
+    bootstrap: &str,
+    topics: &[(&str, i32)],
+    expected: usize,
+    timeout: Duration,
+) -> Vec<ReadRecord> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader consumer");
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partitions) in topics {
+        for p in 0..*partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("partition offset");
+        }
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < expected && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            out.push(ReadRecord {
+                topic: m.topic().to_string(),
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                value: serde_json::from_slice(m.payload().unwrap_or_default())
+                    .expect("output records are JSON"),
+            });
+        }
+    }
+    out
+}
