@@ -11,7 +11,7 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::event::{AuditDecision, AuditVerdict, DeadLetter};
+use crate::event::{AuditDecision, AuditVerdict, CheckResult, DeadLetter, ErrorClass};
 use crate::store::StoreError;
 
 /// Every metric the service exports, for documentation and the emission test.
@@ -48,9 +48,52 @@ pub fn install() -> Result<PrometheusHandle, String> {
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())?;
-    // Registered at zero so that a dashboard and alert see 0, not "no data".
-    counter!("audit_stream_dropped_total").absolute(0);
+    register_at_zero();
     Ok(handle)
+}
+
+/// Registers every counter series with a fixed label set at zero, so that dashboards
+/// and alerts see 0 rather than "no data" before the first event.
+fn register_at_zero() {
+    const KINDS: [&str; 4] = ["validation", "execution", "coordination", "unknown"];
+    for kind in KINDS {
+        counter!("audit_stream_records_consumed_total", "kind" => kind).absolute(0);
+        counter!("audit_stream_records_decoded_total", "kind" => kind).absolute(0);
+    }
+    for class in ErrorClass::ALL {
+        counter!("audit_stream_dead_letters_total", "class" => class.as_str()).absolute(0);
+    }
+    for (level, decision) in [("S", "STOP"), ("A", "ABORT"), ("B", "BLOCK"), ("B", "WARN")] {
+        counter!("audit_stream_decisions_total", "level" => level, "decision" => decision)
+            .absolute(0);
+    }
+    for result in [
+        CheckResult::Pass,
+        CheckResult::Fail,
+        CheckResult::Inconclusive,
+    ] {
+        counter!("audit_stream_verdicts_total", "result" => result.as_str()).absolute(0);
+        for check in [
+            "A-001", "A-002", "A-003", "A-004", "A-005", "A-006", "A-007",
+        ] {
+            counter!("audit_stream_checks_total", "check" => check, "result" => result.as_str())
+                .absolute(0);
+        }
+    }
+    for role in ["decisions", "verdicts", "dlq"] {
+        counter!("audit_stream_outputs_acknowledged_total", "topic" => role).absolute(0);
+        counter!("audit_stream_output_delivery_errors_total", "topic" => role).absolute(0);
+    }
+    counter!("audit_stream_store_records_written_total").absolute(0);
+    for kind in ["retryable", "permanent"] {
+        counter!("audit_stream_store_write_errors_total", "kind" => kind).absolute(0);
+    }
+    counter!("audit_stream_offsets_committed_total").absolute(0);
+    for outcome in ["accepted", "rejected"] {
+        counter!("audit_stream_recipes_reloads_total", "outcome" => outcome).absolute(0);
+    }
+    gauge!("audit_stream_tracked_keys").set(0.0);
+    counter!("audit_stream_dropped_total").absolute(0);
 }
 
 /// A record was read from an input topic. `kind` is the input kind or `unknown`.

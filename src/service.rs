@@ -16,6 +16,7 @@ use crate::pipeline::worker::{PipelineError, RunStats, Shared, Worker};
 use crate::pipeline::Operator;
 use crate::schema::SchemaError;
 use crate::store::{AuditStore, EmbeddedStore, RetryPolicy, StoreError};
+use crate::validation::Recipes;
 
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -71,17 +72,13 @@ pub async fn run(
     runtime: Runtime,
     shutdown: watch::Receiver<bool>,
 ) -> Result<RunStats, ServiceError> {
-    let recipes = recipe_source::load_optional(config.recipes.path.as_deref())?;
     let (recipes, reloader) = match config.recipes.path.clone() {
         Some(path) => {
-            let (rx, task) = recipe_source::watch(
-                path,
-                Duration::from_millis(config.recipes.reload_interval_ms.max(100)),
-                recipes,
-            );
+            let interval = Duration::from_millis(config.recipes.reload_interval_ms.max(100));
+            let (rx, task) = recipe_source::watch(path, interval)?;
             (rx, Some(task))
         }
-        None => (watch::channel(Arc::new(recipes)).1, None),
+        None => (watch::channel(Arc::new(Recipes::default())).1, None),
     };
     let operator = Arc::new(Operator::new(&config)?);
     let (sink, sink_task) = Sink::spawn(

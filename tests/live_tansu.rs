@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{audit_stream, read_topics, unique, ReadRecord, Tansu};
+use support::{audit_stream, committed, read_topics, unique, ReadRecord, Tansu};
 
 const SAMPLE: &str = include_str!("../examples/demo.jsonl");
 const RECIPES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/recipes.yaml");
@@ -164,10 +164,11 @@ fn live_outputs_equal_process_outputs_record_for_record() {
     assert!(produced.success(), "produce failed: {produced}");
 
     let store = dir.path().join("store.db");
+    let group = unique("group");
     let mut service = audit_stream()
         .arg("run")
         .envs(env.iter().cloned())
-        .env("AUDIT_STREAM__KAFKA__GROUP_ID", unique("group"))
+        .env("AUDIT_STREAM__KAFKA__GROUP_ID", &group)
         .env("AUDIT_STREAM__STORE__EMBEDDED_PATH", &store)
         .env("AUDIT_STREAM__RECIPES__PATH", RECIPES)
         .env(
@@ -196,6 +197,15 @@ fn live_outputs_equal_process_outputs_record_for_record() {
     let status = service.wait().expect("service exits");
     assert!(status.success(), "service exited with {status}");
     assert_eq!(first.len(), expected.len(), "live outputs before the stop");
+
+    // SIGTERM drained and committed: the group's position is the end of every input.
+    let inputs: Vec<&str> = by_topic.keys().map(String::as_str).collect();
+    let ends: Vec<Option<i64>> = by_topic.values().map(|l| Some(l.len() as i64)).collect();
+    assert_eq!(
+        committed(&broker.bootstrap(), &group, &inputs),
+        ends,
+        "committed offsets"
+    );
 
     // Read everything again after the stop: nothing extra was published.
     let live = read_topics(

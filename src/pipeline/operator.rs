@@ -165,3 +165,112 @@ impl Operator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    const RECIPES: &str = "process_recipes:\n  p_transfer:\n    inputs:\n      - { field: amount, min: 100, level: S }\n";
+
+    fn operator() -> Operator {
+        Operator::new(&Config::default()).expect("schemas compile")
+    }
+
+    fn record(topic: &str, key: &str, offset: i64, value: serde_json::Value) -> Record {
+        Record {
+            topic: topic.into(),
+            partition: 0,
+            offset,
+            key: Some(key.as_bytes().to_vec()),
+            payload: serde_json::to_vec(&value).expect("json"),
+            timestamp: None,
+        }
+    }
+
+    fn transfer(amount: i64) -> serde_json::Value {
+        serde_json::json!({
+            "schema_version": 1, "event_id": "0b8f1a2e-6c1d-4c7e-9f4b-1d2e3f4a5b6c",
+            "tenant_id": "acme", "occurred_at": "2026-11-01T10:00:00Z",
+            "process": "p_transfer", "phase": "input", "values": {"amount": amount}
+        })
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn a_failing_rule_yields_a_decision_published_under_the_process_key() {
+        let recipes = Recipes::parse(RECIPES).expect("recipes");
+        let mut state = PartitionState::new(&recipes);
+        let op = operator();
+        let outputs = op.process(
+            &record("audit.validation.v1", "acme:p_transfer", 7, transfer(5)),
+            &recipes,
+            &mut state,
+            now(),
+        );
+        assert_eq!(outputs.len(), 1);
+        let publication = outputs[0].publication(op.topics()).expect("published");
+        assert_eq!(publication.topic, "audit.decisions.v1");
+        assert_eq!(publication.key.as_deref(), Some("acme:p_transfer"));
+        let decision: crate::event::AuditDecision =
+            serde_json::from_slice(&publication.payload).expect("decision JSON");
+        assert_eq!(decision.source.offset, 7);
+        assert!(outputs[0].audit_record().is_some(), "decisions are stored");
+    }
+
+    #[test]
+    fn replaying_a_record_from_the_same_state_yields_the_same_outputs() {
+        let recipes = Recipes::parse(RECIPES).expect("recipes");
+        let op = operator();
+        let r = record("audit.validation.v1", "acme:p_transfer", 1, transfer(5));
+        let mut a = PartitionState::new(&recipes);
+        let mut b = a.clone();
+        assert_eq!(
+            op.process(&r, &recipes, &mut a, now()),
+            op.process(&r, &recipes, &mut b, now())
+        );
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn coordination_records_are_stored_but_not_published() {
+        let recipes = Recipes::default();
+        let mut state = PartitionState::new(&recipes);
+        let op = operator();
+        let value = serde_json::json!({
+            "schema_version": 1, "event_id": "3f1e2d3c-4b5a-4968-8776-655443322110",
+            "tenant_id": "acme", "occurred_at": "2026-11-01T10:00:00Z", "envelope_id": "env-1",
+            "envelope_class": "SAFETY", "decision": "APPLIED", "reason": "r",
+            "decision_timestamp": "2026-11-01T09:59:00Z", "active_envelopes_count": 2
+        });
+        let outputs = op.process(
+            &record("audit.coordination.v1", "acme:env-1", 3, value),
+            &recipes,
+            &mut state,
+            now(),
+        );
+        assert_eq!(outputs.len(), 1);
+        assert!(outputs[0].publication(op.topics()).is_none());
+        assert!(matches!(
+            outputs[0].audit_record(),
+            Some(AuditRecord::Coordination(c)) if c.envelope_id == "env-1"
+        ));
+    }
+
+    #[test]
+    fn a_dead_letter_is_published_to_the_dlq_under_its_position() {
+        let op = operator();
+        let recipes = Recipes::default();
+        let mut state = PartitionState::new(&recipes);
+        let mut r = record("audit.execution.v1", "acme:c", 9, serde_json::json!({}));
+        r.payload = b"{not json".to_vec();
+        let outputs = op.process(&r, &recipes, &mut state, now());
+        let publication = outputs[0].publication(op.topics()).expect("published");
+        assert_eq!(publication.topic, "audit.dlq.v1");
+        assert_eq!(publication.key.as_deref(), Some("audit.execution.v1/0/9"));
+        assert!(outputs[0].audit_record().is_none());
+    }
+}

@@ -116,3 +116,125 @@ async fn write_until_durable(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{AuditDecision, DecisionKind, Level, Phase, SourceRef, SCHEMA_VERSION};
+    use crate::store::{EmbeddedStore, FaultyStore};
+    use chrono::{TimeZone, Utc};
+    use std::time::Duration;
+    use uuid::Uuid;
+
+    fn decision(offset: i64) -> AuditRecord {
+        let event_id = Uuid::from_u128(0xabc0 + offset as u128);
+        AuditRecord::Decision(AuditDecision {
+            schema_version: SCHEMA_VERSION,
+            event_id: crate::event::output_id(
+                &event_id.to_string(),
+                crate::event::OutputKind::Decision,
+                0,
+            ),
+            tenant_id: "acme".into(),
+            key: "acme:p:input:amount".into(),
+            process: "p".into(),
+            phase: Phase::Input,
+            field: "amount".into(),
+            level: Level::B,
+            decision: DecisionKind::Block,
+            count: 4,
+            threshold: 3,
+            message: "amount must be >= 100".into(),
+            occurred_at: Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
+            source: SourceRef {
+                topic: "in".into(),
+                partition: 0,
+                offset,
+                event_id,
+            },
+        })
+    }
+
+    fn retry() -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+            multiplier: 2.0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_writes_are_retried_until_durable() {
+        let store = Arc::new(FaultyStore::new(EmbeddedStore::in_memory().expect("store")));
+        let faults = store.faults();
+        faults.fail_next_writes(5);
+        let (sink, task) = Sink::spawn(store.clone(), retry(), 64, 16);
+        let durable = sink
+            .submit(vec![decision(1), decision(2)])
+            .await
+            .expect("queued");
+        durable.await.expect("durable after the failures");
+        assert_eq!(faults.failed_writes(), 5);
+        assert_eq!(faults.records_written(), 2);
+        let page = store.decisions("acme", None, 10).await.expect("read");
+        assert_eq!(page.items.len(), 2);
+        drop(sink);
+        task.await.expect("task").expect("sink ends cleanly");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_acknowledged_while_the_store_is_down() {
+        let store = Arc::new(FaultyStore::new(EmbeddedStore::in_memory().expect("store")));
+        let faults = store.faults();
+        faults.set_down(true);
+        let (sink, _task) = Sink::spawn(store.clone(), retry(), 64, 16);
+        let mut durable = sink.submit(vec![decision(1)]).await.expect("queued");
+        // Ten minutes of outage: still retrying, never acknowledged.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert!(
+            durable.try_recv().is_err(),
+            "acknowledged while the store was down"
+        );
+        assert!(
+            faults.failed_writes() > 100,
+            "kept retrying: {}",
+            faults.failed_writes()
+        );
+        faults.set_down(false);
+        durable.await.expect("durable once the store is back");
+        assert_eq!(faults.records_written(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_error_stops_the_sink_with_that_error() {
+        let store = Arc::new(FaultyStore::new(EmbeddedStore::in_memory().expect("store")));
+        store.faults().set_permanent(true);
+        let (sink, task) = Sink::spawn(store, retry(), 64, 16);
+        let durable = sink.submit(vec![decision(1)]).await.expect("queued");
+        assert!(durable.await.is_err(), "never acknowledged");
+        let error = task.await.expect("task").expect_err("permanent error");
+        assert!(!error.is_retryable(), "{error}");
+    }
+
+    #[tokio::test]
+    async fn queued_requests_are_written_in_one_batch() {
+        let store = Arc::new(FaultyStore::new(EmbeddedStore::in_memory().expect("store")));
+        let faults = store.faults();
+        // Stall the first write so that the next requests queue up behind it.
+        faults.stall_writes(Duration::from_millis(200));
+        let (sink, _task) = Sink::spawn(store.clone(), retry(), 64, 16);
+        let mut receivers = Vec::new();
+        for offset in 0..10 {
+            receivers.push(sink.submit(vec![decision(offset)]).await.expect("queued"));
+        }
+        for r in receivers {
+            r.await.expect("durable");
+        }
+        assert_eq!(faults.records_written(), 10);
+        assert!(
+            faults.write_calls() <= 2,
+            "batched: {} calls",
+            faults.write_calls()
+        );
+    }
+}

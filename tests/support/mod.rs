@@ -166,3 +166,29 @@ pub fn read_topics(
     }
     out
 }
+
+/// The offsets `group` has committed for partition 0 of each topic (None: nothing).
+pub fn committed(bootstrap: &str, group: &str, topics: &[&str]) -> Vec<Option<i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("offset reader");
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        tpl.add_partition(topic, 0);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    topics
+        .iter()
+        .map(
+            |t| match committed.find_partition(t, 0).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            },
+        )
+        .collect()
+}
