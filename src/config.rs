@@ -46,6 +46,12 @@ pub struct KafkaConfig {
     pub commit_interval_ms: u32,
     /// Where a partition without a committed offset starts.
     pub auto_offset_reset: String,
+    /// While the store or the broker holds records up (backpressure), the service stops
+    /// pulling records; past this long without a pull the member leaves the group and
+    /// rejoins when it pulls again (nothing is lost: uncommitted records are replayed).
+    pub max_poll_interval_ms: u32,
+    /// Upper bound of records the client prefetches per partition while not pulled.
+    pub prefetch_max_kbytes: u32,
     /// Decisions, verdicts and offsets in one Kafka transaction (needs a broker with
     /// transaction support); otherwise at-least-once with an idempotent producer.
     pub exactly_once: bool,
@@ -65,6 +71,8 @@ impl Default for KafkaConfig {
             session_timeout_ms: 10_000,
             commit_interval_ms: 1_000,
             auto_offset_reset: "earliest".into(),
+            max_poll_interval_ms: 900_000,
+            prefetch_max_kbytes: 16_384,
             exactly_once: false,
             properties: BTreeMap::new(),
         }

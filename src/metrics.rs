@@ -18,6 +18,7 @@ use crate::store::StoreError;
 pub const REQUIRED: &[&str] = &[
     "audit_stream_records_consumed_total",
     "audit_stream_records_decoded_total",
+    "audit_stream_records_redelivered_total",
     "audit_stream_dead_letters_total",
     "audit_stream_decisions_total",
     "audit_stream_verdicts_total",
@@ -29,6 +30,7 @@ pub const REQUIRED: &[&str] = &[
     "audit_stream_store_write_errors_total",
     "audit_stream_end_to_end_latency_seconds",
     "audit_stream_tracked_keys",
+    "audit_stream_backpressure_active",
     "audit_stream_offsets_committed_total",
     "audit_stream_recipes_reloads_total",
     "audit_stream_dropped_total",
@@ -89,16 +91,29 @@ fn register_at_zero() {
         counter!("audit_stream_store_write_errors_total", "kind" => kind).absolute(0);
     }
     counter!("audit_stream_offsets_committed_total").absolute(0);
+    counter!("audit_stream_records_redelivered_total").absolute(0);
     for outcome in ["accepted", "rejected"] {
         counter!("audit_stream_recipes_reloads_total", "outcome" => outcome).absolute(0);
     }
     gauge!("audit_stream_tracked_keys").set(0.0);
+    gauge!("audit_stream_backpressure_active").set(0.0);
     counter!("audit_stream_dropped_total").absolute(0);
 }
 
 /// A record was read from an input topic. `kind` is the input kind or `unknown`.
 pub fn record_consumed(kind: &'static str) {
     counter!("audit_stream_records_consumed_total", "kind" => kind).increment(1);
+}
+
+/// The client handed out a record already processed; it is skipped, not processed twice.
+pub fn record_redelivered(topic: &str, partition: i32, offset: i64) {
+    tracing::debug!(
+        topic,
+        partition,
+        offset,
+        "Record handed out again; already processed, skipped"
+    );
+    counter!("audit_stream_records_redelivered_total").increment(1);
 }
 
 /// A record decoded into an input event.
@@ -200,7 +215,7 @@ pub fn store_write_failed(error: &StoreError, attempt: u32, delay: Duration) {
         error = %error,
         attempt,
         retry_in_ms = delay.as_millis() as u64,
-        "Store write failed; retrying, consumption pauses when in-flight records reach the bound"
+        "Store write failed; retrying (consumption waits at the in-flight bound)"
     );
     counter!("audit_stream_store_write_errors_total", "kind" => "retryable").increment(1);
 }
@@ -209,6 +224,19 @@ pub fn store_write_failed(error: &StoreError, attempt: u32, delay: Duration) {
 pub fn store_failed_permanently(error: &StoreError) {
     tracing::error!(error = %error, "Store write failed permanently; stopping");
     counter!("audit_stream_store_write_errors_total", "kind" => "permanent").increment(1);
+}
+
+/// The in-flight bound started (`held`) or stopped holding consumption up.
+pub fn backpressure(held: bool, in_flight: usize) {
+    if held {
+        tracing::info!(
+            in_flight,
+            "In-flight bound reached; consumption waits for the store and the broker"
+        );
+    } else {
+        tracing::info!(in_flight, "Consumption continues");
+    }
+    gauge!("audit_stream_backpressure_active").set(if held { 1.0 } else { 0.0 });
 }
 
 /// Keys with a non-zero failure count held in operator state.

@@ -107,7 +107,17 @@ pub fn subscribe(
         )
         // Offsets are stored by the pipeline, only for done records.
         .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // Backpressure stops pulling records; these bound what the client prefetches
+        // meanwhile and how long it may go unpolled before leaving the group.
+        .set(
+            "max.poll.interval.ms",
+            kafka.max_poll_interval_ms.to_string(),
+        )
+        .set(
+            "queued.max.messages.kbytes",
+            kafka.prefetch_max_kbytes.to_string(),
+        );
     let inner: StreamConsumer<AuditConsumerContext> =
         config.create_with_context(AuditConsumerContext { events: tx })?;
     inner.subscribe(topics)?;
@@ -136,17 +146,6 @@ impl InputConsumer {
     /// next commit moves the group's position to `offset + 1`.
     pub fn store_done(&self, topic: &str, partition: i32, offset: i64) -> Result<(), KafkaError> {
         self.inner.store_offset(topic, partition, offset)
-    }
-
-    /// Stops (or restarts) fetching from every assigned partition; polling goes on, so
-    /// the member stays in its group.
-    pub fn set_paused(&self, paused: bool) -> Result<(), KafkaError> {
-        let assignment = self.inner.assignment()?;
-        if paused {
-            self.inner.pause(&assignment)
-        } else {
-            self.inner.resume(&assignment)
-        }
     }
 
     /// Commits the stored offsets and waits for the broker's answer.

@@ -4,7 +4,7 @@
 //! written with capped exponential backoff while the store fails with a retryable
 //! error, and acknowledged only once durable. A failed write is never dropped: the
 //! request stays queued, in-flight records pile up to the configured bound, and the
-//! consumer loop pauses consumption. A permanent error ends the sink, and with it the
+//! consumer loop stops pulling records until writes succeed again. A permanent error ends the sink, and with it the
 //! service, with that error.
 
 use std::sync::Arc;

@@ -3,9 +3,14 @@
 //!
 //! Concurrency: one task reads and processes records in partition order (processing is
 //! microseconds of CPU per record, cheaper than any hand-off). What is slow (broker
-//! acknowledgements, store writes) is awaited in a bounded set of per-record futures;
-//! when the bound is reached, consumption pauses but polling goes on, so the member
-//! stays in its group however long the store is down.
+//! acknowledgements, store writes) is awaited in a bounded set of per-record futures.
+//!
+//! Backpressure: at `ingest.max_in_flight_records` the loop stops pulling records and
+//! only waits for completions. The client keeps heartbeating, its prefetch stays
+//! bounded (`kafka.prefetch_max_kbytes`), and the member stays in its group for up to
+//! `kafka.max_poll_interval_ms`. Client-side pause and resume is not used: a resumed
+//! partition has been seen never to deliver again on some Kafka-protocol brokers
+//! (Tansu 0.6), while not pulling behaves the same on every broker.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,7 +104,12 @@ pub struct Worker {
     recipes: watch::Receiver<Arc<Recipes>>,
     shared: Arc<Shared>,
     tracker: OffsetTracker,
-    paused: bool,
+    /// Next offset to process per partition. The client may hand out a record again
+    /// (after a pause and resume, or a fetch that starts before the requested offset);
+    /// processing it twice would count its failures twice, so it is skipped.
+    positions: HashMap<TopicPartition, i64>,
+    /// Whether the in-flight bound holds records up; for the log only.
+    held: bool,
 }
 
 impl Worker {
@@ -118,7 +128,8 @@ impl Worker {
             recipes,
             shared,
             tracker: OffsetTracker::new(),
-            paused: false,
+            positions: HashMap::new(),
+            held: false,
         })
     }
 
@@ -142,7 +153,7 @@ impl Worker {
                     Ok(done) => self.finish(&consumer, done),
                     Err(error) => break Err(error),
                 },
-                message = consumer.recv() => {
+                message = consumer.recv(), if self.tracker.in_flight() < self.config.ingest.max_in_flight_records => {
                     self.apply_assignments(&mut assignments);
                     match message {
                         Ok(record) => {
@@ -203,6 +214,7 @@ impl Worker {
                     for tp in tps {
                         partitions.remove(&tp);
                         self.tracker.revoke(&tp);
+                        self.positions.remove(&tp);
                     }
                 }
             }
@@ -216,6 +228,15 @@ impl Worker {
         in_flight: &mut InFlight,
     ) -> Result<(), PipelineError> {
         let tp: TopicPartition = (record.topic.clone(), record.partition);
+        match self.positions.get(&tp) {
+            Some(&next) if record.offset < next => {
+                metrics::record_redelivered(&tp.0, tp.1, record.offset);
+                return Ok(());
+            }
+            _ => {
+                self.positions.insert(tp.clone(), record.offset + 1);
+            }
+        }
         let recipes = self.recipes.borrow_and_update().clone();
         let state = {
             let mut partitions = self
@@ -291,7 +312,7 @@ impl Worker {
                 .boxed(),
             );
         }
-        self.apply_backpressure(consumer);
+        self.note_backpressure();
         Ok(())
     }
 
@@ -315,27 +336,15 @@ impl Worker {
                 }
             }
         }
-        self.apply_backpressure(consumer);
+        self.note_backpressure();
     }
 
-    /// Pauses consumption at the in-flight bound; resumes at half of it.
-    fn apply_backpressure(&mut self, consumer: &InputConsumer) {
-        let bound = self.config.ingest.max_in_flight_records;
-        let in_flight = self.tracker.in_flight();
-        let change = if !self.paused && in_flight >= bound {
-            Some(true)
-        } else if self.paused && in_flight <= bound / 2 {
-            Some(false)
-        } else {
-            None
-        };
-        let Some(pause) = change else { return };
-        match consumer.set_paused(pause) {
-            Ok(()) => {
-                self.paused = pause;
-                tracing::info!(in_flight, paused = pause, "Backpressure");
-            }
-            Err(error) => tracing::warn!(%error, "Pause/resume failed"),
+    /// Logs when the in-flight bound starts and stops holding consumption up.
+    fn note_backpressure(&mut self) {
+        let held = self.tracker.in_flight() >= self.config.ingest.max_in_flight_records;
+        if held != self.held {
+            self.held = held;
+            metrics::backpressure(held, self.tracker.in_flight());
         }
     }
 

@@ -169,6 +169,16 @@ pub fn read_topics(
 
 /// The offsets `group` has committed for partition 0 of each topic (None: nothing).
 pub fn committed(bootstrap: &str, group: &str, topics: &[&str]) -> Vec<Option<i64>> {
+    let partitions: Vec<(&str, i32)> = topics.iter().map(|t| (*t, 0)).collect();
+    committed_partitions(bootstrap, group, &partitions)
+}
+
+/// The offsets `group` has committed for each (topic, partition) (None: nothing).
+pub fn committed_partitions(
+    bootstrap: &str,
+    group: &str,
+    partitions: &[(&str, i32)],
+) -> Vec<Option<i64>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
@@ -176,16 +186,16 @@ pub fn committed(bootstrap: &str, group: &str, topics: &[&str]) -> Vec<Option<i6
         .create()
         .expect("offset reader");
     let mut tpl = TopicPartitionList::new();
-    for topic in topics {
-        tpl.add_partition(topic, 0);
+    for (topic, partition) in partitions {
+        tpl.add_partition(topic, *partition);
     }
     let committed = consumer
         .committed_offsets(tpl, Duration::from_secs(10))
         .expect("committed offsets");
-    topics
+    partitions
         .iter()
         .map(
-            |t| match committed.find_partition(t, 0).map(|e| e.offset()) {
+            |(t, p)| match committed.find_partition(t, *p).map(|e| e.offset()) {
                 Some(Offset::Offset(o)) => Some(o),
                 _ => None,
             },
