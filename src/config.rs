@@ -188,6 +188,8 @@ pub struct StoreConfig {
     /// First retry delay after a failed write; doubles up to `retry_max_ms`.
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
+    /// The ScyllaDB cluster, used when `kind = "scylla"` and by `migrate`.
+    pub scylla: ScyllaConfig,
 }
 
 impl Default for StoreConfig {
@@ -198,7 +200,140 @@ impl Default for StoreConfig {
             batch_max_records: 512,
             retry_initial_ms: 100,
             retry_max_ms: 10_000,
+            scylla: ScyllaConfig::default(),
         }
+    }
+}
+
+/// How to reach the ScyllaDB cluster and how hard to lean on it.
+///
+/// Secrets are given by reference: `password_file` names a file (a mounted secret), and
+/// the password itself comes only from that file or from the
+/// `AUDIT_STREAM__STORE__SCYLLA__PASSWORD` environment variable; it is never serialized,
+/// and its `Debug` output is redacted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScyllaConfig {
+    /// Contact points, `host:port`. The driver learns the rest of the cluster from the
+    /// first one that answers, so two or three spread over racks are enough.
+    pub nodes: Vec<String>,
+    /// Keyspace of every audit-stream table: a lower-case letter, then lower-case
+    /// letters, digits and `_`, at most 48 characters (it is written into CQL text
+    /// unquoted, so nothing else is accepted).
+    pub keyspace: String,
+    /// Replication of the keyspace, as a CQL map. Read only by `migrate`, and only when
+    /// it creates the keyspace: an existing keyspace keeps its replication.
+    pub replication: String,
+    /// Consistency level of every read and write. With three replicas, `LOCAL_QUORUM`
+    /// keeps writes durable on two and reads seeing them while one node is down.
+    pub consistency: ScyllaConsistency,
+    /// User for password authentication; without one, no authentication.
+    pub username: Option<String>,
+    /// File whose content (a trailing newline ignored) is the user's password.
+    pub password_file: Option<PathBuf>,
+    /// The password, from the environment only (`AUDIT_STREAM__STORE__SCYLLA__PASSWORD`,
+    /// for compose); takes precedence over `password_file`. Never write it in a file.
+    #[serde(skip_serializing)]
+    pub password: Option<Password>,
+    /// PEM file of the CA that signed the nodes' certificates. Set: every connection
+    /// uses TLS and verifies the node's certificate against the node's IP address.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client-side limit of one request, retries by the driver included. Above the
+    /// server's own timeouts (2 s writes, 5 s reads by default), so those come first and
+    /// say which replicas did not answer.
+    pub request_timeout_ms: u64,
+    /// Requests in flight to the cluster at most, over all callers: a large batch or many
+    /// partitions at once queue here instead of overloading the coordinators.
+    pub max_in_flight_requests: usize,
+}
+
+impl Default for ScyllaConfig {
+    fn default() -> Self {
+        ScyllaConfig {
+            nodes: vec!["127.0.0.1:9042".into()],
+            keyspace: "audit_stream".into(),
+            replication: "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}".into(),
+            consistency: ScyllaConsistency::LocalQuorum,
+            username: None,
+            password_file: None,
+            password: None,
+            tls_ca_file: None,
+            request_timeout_ms: 10_000,
+            max_in_flight_requests: 256,
+        }
+    }
+}
+
+/// Consistency levels usable for both reads and writes. `ANY` (a hint is not a durable
+/// write) and the write-only `EACH_QUORUM` are left out on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ScyllaConsistency {
+    One,
+    Two,
+    Three,
+    Quorum,
+    All,
+    LocalQuorum,
+    LocalOne,
+}
+
+impl ScyllaConsistency {
+    /// The CQL name, as in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScyllaConsistency::One => "ONE",
+            ScyllaConsistency::Two => "TWO",
+            ScyllaConsistency::Three => "THREE",
+            ScyllaConsistency::Quorum => "QUORUM",
+            ScyllaConsistency::All => "ALL",
+            ScyllaConsistency::LocalQuorum => "LOCAL_QUORUM",
+            ScyllaConsistency::LocalOne => "LOCAL_ONE",
+        }
+    }
+}
+
+/// A password: compared and cloned like a string, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(password: impl Into<String>) -> Password {
+        Password(password.into())
+    }
+
+    /// The password itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Password {
+    /// A string and nothing else. Environment values are parsed by figment, so one that
+    /// would read as a number, a boolean, a list or a map must be quoted to arrive as
+    /// written (`AUDIT_STREAM__STORE__SCYLLA__PASSWORD='"0123"'`); unquoted, it is
+    /// refused at load rather than silently changed (`0123` would become `123`).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Password;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a password string (quote a value that reads as a number, a boolean, \
+                     a list or a map)",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Password, E> {
+                Ok(Password::new(v))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
     }
 }
 

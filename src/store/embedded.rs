@@ -30,16 +30,13 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::cursor::Cursor;
-use super::{AuditRecord, AuditStore, Checkpoint, Page, StoreError};
+use super::{AuditRecord, AuditStore, Checkpoint, Page, StoreError, MAX_PAGE};
 use crate::event::{AuditDecision, AuditVerdict, CoordinationRecord};
 use crate::gate::RolloutStatus;
 
 /// How long a call waits for another connection's lock (another process on the same
 /// file) before it fails as [`StoreError::Unavailable`] and the caller backs off.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Largest page a listing returns, whatever `limit` asks: bounds the memory of one call.
-const MAX_PAGE: usize = 10_000;
 
 /// A numbered schema change. Applied in order, each in its own transaction together with
 /// the new `user_version`, so a crash mid-migration leaves the previous version intact.

@@ -7,16 +7,20 @@
 //!   a replay or a retry writes the same ids: a record already stored with the same
 //!   content is a no-op; with different content the write fails with
 //!   [`StoreError::Conflict`] and nothing is overwritten. Records are never updated or
-//!   deleted; `rollout_status` is the only row ever replaced, and only by a newer verdict.
-//! - **All or nothing per call.** A failed [`AuditStore::write`] stored none of its
-//!   records, so the caller retries the whole batch.
+//!   deleted; the rollout status of a contract only ever moves to a verdict on newer
+//!   evidence.
+//! - **All or nothing per call.** A conflict fails the whole [`AuditStore::write`] before
+//!   anything is stored. Any failed call is retried whole by the caller; the embedded
+//!   store stores none of a failed call's records, the ScyllaDB store may have stored
+//!   some (see [`scylla`]), which the retry writes again as a no-op.
 //! - **Durable on return.** When `write` returns `Ok`, the records survive a crash: only
 //!   then may the pipeline commit the Kafka offsets they were derived from.
 //! - **Errors carry their handling.** [`StoreError::is_retryable`] tells the pipeline to
 //!   back off and pause consumption ([`RetryPolicy`]) or to stop.
 //!
-//! Backends: [`EmbeddedStore`] (SQLite; `demo` and single-machine use). The ScyllaDB
-//! tables are in `schemas/cql/`. [`FaultyStore`] wraps any backend to inject failures.
+//! Backends: [`ScyllaStore`] (production; tables in `schemas/cql/`, created by
+//! [`scylla::migrate`]) and [`EmbeddedStore`] (SQLite; `demo` and single-machine use).
+//! [`FaultyStore`] wraps any backend to inject failures.
 //!
 //! ```
 //! use audit_stream::store::{AuditStore, EmbeddedStore};
@@ -35,6 +39,7 @@ mod cursor;
 mod embedded;
 mod faulty;
 mod retry;
+pub mod scylla;
 
 use std::sync::Arc;
 
@@ -50,6 +55,10 @@ use crate::gate::RolloutStatus;
 pub use embedded::EmbeddedStore;
 pub use faulty::{Faults, FaultyStore};
 pub use retry::RetryPolicy;
+pub use scylla::ScyllaStore;
+
+/// Largest page a listing returns, whatever `limit` asks: bounds the memory of one call.
+const MAX_PAGE: usize = 10_000;
 
 /// One audit record, as the sink hands it to the store.
 #[derive(Debug, Clone, PartialEq)]
@@ -240,7 +249,9 @@ pub trait AuditStore: Send + Sync + 'static {
 
     /// Keeps `checkpoint` unless one with a greater `next_offset` is already stored for
     /// the same (group, topic, partition): a consumer that lost the partition in a
-    /// rebalance cannot move its successor's checkpoint back.
+    /// rebalance cannot move its successor's checkpoint back. Two saves of the same
+    /// `next_offset` cover the same records, so either may stay: the embedded store keeps
+    /// the last, the ScyllaDB store the greater value of each column.
     async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
 
     async fn load_checkpoint(
@@ -364,40 +375,17 @@ mod tests {
         );
     }
 
-    /// The ScyllaDB schema, in migration order.
-    const CQL: [(&str, &str); 6] = [
-        (
-            "001-keyspace.cql",
-            include_str!("../../schemas/cql/001-keyspace.cql"),
-        ),
-        (
-            "002-coordination-audit-records.cql",
-            include_str!("../../schemas/cql/002-coordination-audit-records.cql"),
-        ),
-        (
-            "003-audit-verdicts.cql",
-            include_str!("../../schemas/cql/003-audit-verdicts.cql"),
-        ),
-        (
-            "004-audit-decisions.cql",
-            include_str!("../../schemas/cql/004-audit-decisions.cql"),
-        ),
-        (
-            "005-rollout-status.cql",
-            include_str!("../../schemas/cql/005-rollout-status.cql"),
-        ),
-        (
-            "006-stream-checkpoints.cql",
-            include_str!("../../schemas/cql/006-stream-checkpoints.cql"),
-        ),
-    ];
+    /// The ScyllaDB schema, in migration order: (file name, text).
+    fn cql() -> Vec<(&'static str, &'static str)> {
+        scylla::schema::CQL_FILES
+            .iter()
+            .map(|f| (f.name, f.text))
+            .collect()
+    }
 
     /// The file's text without `--` comments.
     fn cql_code(text: &str) -> String {
-        text.lines()
-            .map(|line| line.split("--").next().unwrap_or(""))
-            .collect::<Vec<_>>()
-            .join("\n")
+        scylla::schema::without_comments(text)
     }
 
     /// The partition key columns of the file's table.
@@ -412,7 +400,8 @@ mod tests {
 
     #[test]
     fn every_cql_statement_can_run_again() {
-        for (file, text) in CQL {
+        let cql = cql();
+        for &(file, text) in &cql {
             let code = cql_code(text);
             let statements: Vec<&str> = code
                 .split(';')
@@ -427,24 +416,26 @@ mod tests {
                 statements[0]
             );
         }
-        assert!(cql_code(CQL[0].1).contains("WITH replication = {{replication}}"));
+        assert!(cql_code(cql[0].1).contains("WITH replication = {{replication}}"));
     }
 
     #[test]
     fn every_audit_table_is_partitioned_by_tenant() {
-        for (file, text) in &CQL[1..5] {
+        let cql = cql();
+        for (file, text) in &cql[1..5] {
             let key = partition_key(&cql_code(text));
             assert!(key.contains(&"tenant_id".to_owned()), "{file}: {key:?}");
         }
         assert_eq!(
-            partition_key(&cql_code(CQL[5].1)),
+            partition_key(&cql_code(cql[5].1)),
             ["consumer_group", "topic", "kafka_partition"]
         );
+        assert_eq!(partition_key(&cql_code(cql[6].1)), ["id"]);
     }
 
     #[test]
     fn the_coordination_table_has_the_seed_columns() {
-        let code = cql_code(CQL[1].1);
+        let code = cql_code(cql()[1].1);
         for column in [
             "audit_id uuid",
             "envelope_id text",
