@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use audit_stream::cli::{Cli, Command};
-use audit_stream::config::Config;
+use audit_stream::config::{Config, StoreKind};
 use audit_stream::gate::{self, Action};
 use audit_stream::pipeline::{offline, recipe_source, worker::Shared, Operator};
 use audit_stream::{demo, metrics, produce, service, telemetry};
@@ -40,7 +40,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run => {
             let metrics = metrics::install().map_err(anyhow::Error::msg)?;
-            let store = service::open_store(&config)?;
+            let store = service::open_store(&config).await?;
             let runtime = service::Runtime {
                 store,
                 metrics: Some(metrics),
@@ -95,12 +95,21 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
-            let store = service::open_store(&config)?;
-            store.ping().await?;
-            println!(
-                "embedded store {}: schema is up to date",
-                config.store.embedded_path.display()
-            );
+            match config.store.kind {
+                StoreKind::Embedded => {
+                    let store = service::open_store(&config).await?;
+                    store.ping().await?;
+                    println!(
+                        "embedded store {}: schema is up to date",
+                        config.store.embedded_path.display()
+                    );
+                }
+                StoreKind::Scylla => {
+                    for line in audit_stream::store::scylla::migrate(&config.store.scylla).await? {
+                        println!("{line}");
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Gate {
@@ -117,7 +126,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 }
                 (None, None) => bail!("which contract? give it positionally or with --contract"),
             };
-            let store = service::open_store(&config)?;
+            let store = service::open_store(&config).await?;
             let status = store.rollout_status(&tenant, &contract).await?;
             let answer = gate::decide(
                 &tenant,

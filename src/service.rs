@@ -15,7 +15,7 @@ use crate::pipeline::sink::Sink;
 use crate::pipeline::worker::{PipelineError, RunStats, Shared, Worker};
 use crate::pipeline::Operator;
 use crate::schema::SchemaError;
-use crate::store::{AuditStore, EmbeddedStore, RetryPolicy, StoreError};
+use crate::store::{AuditStore, EmbeddedStore, RetryPolicy, ScyllaStore, StoreError};
 use crate::validation::Recipes;
 
 /// Why the service could not start or stopped with an error.
@@ -39,12 +39,10 @@ pub enum ServiceError {
 }
 
 /// Opens the configured store.
-pub fn open_store(config: &Config) -> Result<Arc<dyn AuditStore>, StoreError> {
+pub async fn open_store(config: &Config) -> Result<Arc<dyn AuditStore>, StoreError> {
     match config.store.kind {
         StoreKind::Embedded => Ok(Arc::new(EmbeddedStore::open(&config.store.embedded_path)?)),
-        StoreKind::Scylla => Err(StoreError::Permanent(
-            "store.kind = \"scylla\" is not available in this build; use \"embedded\"".into(),
-        )),
+        StoreKind::Scylla => Ok(Arc::new(ScyllaStore::connect(&config.store.scylla).await?)),
     }
 }
 
