@@ -181,7 +181,7 @@ rules_ok = len([r for r in rules if r.get("health") != "err"])
 for f in failures:
     print(f"FAIL {f}")
 print(f"{ok} panel queries with data, {skipped} skipped, {rules_ok} of {len(rules)} alert rules healthy")
-print(f"{ok + rules_ok} passed, {len(failures)} failed")
+print(f"live dashboard checks: {ok + rules_ok} of {ok + rules_ok + len(failures)} ok")
 sys.exit(1 if failures else 0)
 EOF
 

@@ -420,5 +420,5 @@ total=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a 
 printf '\n== summary (tools %ss, total %ss)\n' "$t_tools" "$total"
 printf '%s\n' "${results[@]}"
 passed=$(( ${#results[@]} - failed ))
-printf '%d passed, %d failed\n' "$passed" "$failed"
+printf 'deployment checks: %d of %d ok\n' "$passed" "$((passed + failed))"
 [ "$failed" -eq 0 ]

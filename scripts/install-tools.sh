@@ -2,6 +2,7 @@
 # Installs what the test suite needs, from the package registries, into a cache outside
 # the checkout so that later runs on the same machine skip it:
 #   - system packages for the Kafka client (librdkafka is built from source with OpenSSL)
+#     and Prometheus (the live dashboard test scrapes the running service)
 #   - Tansu, a Kafka-protocol broker written in Rust, for the live tests
 # Prints the environment to use (TANSU_BIN) on stdout as `export` lines.
 set -euo pipefail
@@ -13,7 +14,7 @@ mkdir -p "$CACHE"
 log() { printf '[install-tools] %s\n' "$*" >&2; }
 
 need_apt=()
-for pkg in libssl-dev pkg-config build-essential; do
+for pkg in libssl-dev pkg-config build-essential prometheus; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

@@ -11,5 +11,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
+echo "== deployment artefacts (alerts, dashboard, Helm chart, compose)"
+scripts/check-deploy.sh
 echo "== cargo test"
 cargo test --all-targets --locked

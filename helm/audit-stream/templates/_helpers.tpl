@@ -125,15 +125,11 @@ listen = {{ printf "0.0.0.0:%v" .Values.containerPort | toJson }}
 {{- if eq .Values.config.store.kind "scylla" }}
 {{- with .Values.scylla }}
 - name: AUDIT_STREAM__STORE__SCYLLA__NODES
-  value: {{ join "," .nodes | quote }}
+  value: {{ .nodes | toJson | quote }}
 - name: AUDIT_STREAM__STORE__SCYLLA__KEYSPACE
   value: {{ .keyspace | quote }}
 - name: AUDIT_STREAM__STORE__SCYLLA__REPLICATION
   value: {{ .replication | quote }}
-{{- if .localDatacenter }}
-- name: AUDIT_STREAM__STORE__SCYLLA__LOCAL_DATACENTER
-  value: {{ .localDatacenter | quote }}
-{{- end }}
 {{- if .auth.existingSecret }}
 - name: AUDIT_STREAM__STORE__SCYLLA__USERNAME
   valueFrom:
@@ -147,14 +143,8 @@ listen = {{ printf "0.0.0.0:%v" .Values.containerPort | toJson }}
       key: {{ .auth.passwordKey }}
 {{- end }}
 {{- if .tls.enabled }}
-- name: AUDIT_STREAM__STORE__SCYLLA__TLS_CA_PATH
+- name: AUDIT_STREAM__STORE__SCYLLA__TLS_CA_FILE
   value: {{ printf "%s/%s" (include "audit-stream.scyllaTlsDir" $) .tls.caKey | quote }}
-{{- if .tls.certKey }}
-- name: AUDIT_STREAM__STORE__SCYLLA__TLS_CERT_PATH
-  value: {{ printf "%s/%s" (include "audit-stream.scyllaTlsDir" $) .tls.certKey | quote }}
-- name: AUDIT_STREAM__STORE__SCYLLA__TLS_KEY_PATH
-  value: {{ printf "%s/%s" (include "audit-stream.scyllaTlsDir" $) .tls.keyKey | quote }}
-{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -203,9 +193,6 @@ listen = {{ printf "0.0.0.0:%v" .Values.containerPort | toJson }}
 {{- end }}
 {{- if and (not $embedded) .Values.scylla.tls.enabled (empty .Values.scylla.tls.existingSecret) }}
 {{- fail "scylla.tls.enabled needs scylla.tls.existingSecret" }}
-{{- end }}
-{{- if and .Values.scylla.tls.certKey (empty .Values.scylla.tls.keyKey) }}
-{{- fail "scylla.tls.certKey needs scylla.tls.keyKey" }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas is above autoscaling.maxReplicas" }}
