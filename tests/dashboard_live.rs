@@ -36,7 +36,12 @@ fn every_dashboard_query_returns_data_from_a_running_service() {
     let broker = Tansu::start();
     let group = unique("dashboard");
     let topics: Vec<(String, String)> = [
-        "validation", "execution", "coordination", "decisions", "verdicts", "dlq",
+        "validation",
+        "execution",
+        "coordination",
+        "decisions",
+        "verdicts",
+        "dlq",
     ]
     .iter()
     .map(|k| (k.to_string(), unique(k)))
@@ -46,9 +51,17 @@ fn every_dashboard_query_returns_data_from_a_running_service() {
     }
     let mut env: Vec<(String, String)> = topics
         .iter()
-        .map(|(k, t)| (format!("AUDIT_STREAM__TOPICS__{}", k.to_uppercase()), t.clone()))
+        .map(|(k, t)| {
+            (
+                format!("AUDIT_STREAM__TOPICS__{}", k.to_uppercase()),
+                t.clone(),
+            )
+        })
         .collect();
-    env.push(("AUDIT_STREAM__KAFKA__BOOTSTRAP_SERVERS".into(), broker.bootstrap()));
+    env.push((
+        "AUDIT_STREAM__KAFKA__BOOTSTRAP_SERVERS".into(),
+        broker.bootstrap(),
+    ));
 
     // The demo sample, renamed to this test's topics.
     let dir = tempfile::tempdir().expect("temp dir");
@@ -57,7 +70,13 @@ fn every_dashboard_query_returns_data_from_a_running_service() {
         .lines()
         .map(|l| {
             let mut v: serde_json::Value = serde_json::from_str(l).expect("json");
-            let kind = v["topic"].as_str().expect("topic").split('.').nth(1).expect("kind").to_string();
+            let kind = v["topic"]
+                .as_str()
+                .expect("topic")
+                .split('.')
+                .nth(1)
+                .expect("kind")
+                .to_string();
             let topic = &topics.iter().find(|(k, _)| *k == kind).expect("kind").1;
             v["topic"] = serde_json::Value::String(topic.clone());
             v.to_string() + "\n"
@@ -79,19 +98,29 @@ fn every_dashboard_query_returns_data_from_a_running_service() {
         .envs(env.iter().cloned())
         .env("AUDIT_STREAM__KAFKA__GROUP_ID", &group)
         .env("AUDIT_STREAM__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .env("AUDIT_STREAM__STORE__EMBEDDED_PATH", dir.path().join("store.db"))
-        .env("AUDIT_STREAM__RECIPES__PATH", format!("{root}/config/recipes.yaml"))
+        .env(
+            "AUDIT_STREAM__STORE__EMBEDDED_PATH",
+            dir.path().join("store.db"),
+        )
+        .env(
+            "AUDIT_STREAM__RECIPES__PATH",
+            format!("{root}/config/recipes.yaml"),
+        )
         .spawn()
         .expect("service starts");
 
     let records = sample.lines().count() as f64;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let consumed = metrics(port).map_or(0.0, |m| sum_of(&m, "audit_stream_records_consumed_total"));
+        let consumed =
+            metrics(port).map_or(0.0, |m| sum_of(&m, "audit_stream_records_consumed_total"));
         if consumed >= records {
             break;
         }
-        assert!(Instant::now() < deadline, "service consumed {consumed} of {records}");
+        assert!(
+            Instant::now() < deadline,
+            "service consumed {consumed} of {records}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -100,8 +129,13 @@ fn every_dashboard_query_returns_data_from_a_running_service() {
         .arg(port.to_string())
         .status()
         .expect("check-dashboard-live.sh runs");
-    let _ = Command::new("kill").args(["-TERM", &service.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &service.id().to_string()])
+        .status();
     let stopped = service.wait().expect("service exits");
-    assert!(check.success(), "a dashboard query returned no data or a rule is in error");
+    assert!(
+        check.success(),
+        "a dashboard query returned no data or a rule is in error"
+    );
     assert!(stopped.success(), "service exited with {stopped}");
 }

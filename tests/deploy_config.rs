@@ -9,7 +9,10 @@ use audit_stream::config::Config;
 
 fn variables() -> BTreeSet<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = vec![root.join("docker-compose.yml"), root.join("deploy/README.md")];
+    let mut files = vec![
+        root.join("docker-compose.yml"),
+        root.join("deploy/README.md"),
+    ];
     for dir in ["helm/audit-stream/templates", "helm/audit-stream"] {
         for entry in std::fs::read_dir(root.join(dir)).expect("chart dir") {
             let path = entry.expect("entry").path();
@@ -35,10 +38,15 @@ fn every_variable_the_deployment_sets_is_a_config_key() {
     assert!(names.len() >= 5, "found the variables: {names:?}");
     for name in names {
         // A placeholder in prose, or a pass-through property (any name is valid there).
-        if name.ends_with("__KEY") || name.contains("__PROPERTIES__") || name.ends_with("_SECTION") {
+        if name.ends_with("__KEY") || name.contains("__PROPERTIES__") || name.ends_with("_SECTION")
+        {
             continue;
         }
-        let value = if name.ends_with("NODES") { r#"["n:9042"]"# } else { "1" };
+        let value = if name.ends_with("NODES") {
+            r#"["n:9042"]"#
+        } else {
+            "1"
+        };
         figment::Jail::expect_with(|jail| {
             jail.set_env(&name, value);
             if let Err(error) = Config::load(None) {
