@@ -95,8 +95,9 @@ impl Pattern {
     /// Compiles `source`, first on its own so that a pattern such as `a)|(b` cannot
     /// escape the anchoring group.
     pub(crate) fn new(source: &str) -> Result<Pattern, regex::Error> {
-        Regex::new(source)?;
-        let anchored = Regex::new(&format!("^(?:{source})"))?;
+        let translated = python_end_anchors(source);
+        Regex::new(&translated)?;
+        let anchored = Regex::new(&format!("^(?:{translated})"))?;
         Ok(Pattern {
             source: source.to_owned(),
             anchored,
@@ -110,6 +111,55 @@ impl Pattern {
     fn matches_start(&self, text: &str) -> bool {
         self.anchored.is_match(text)
     }
+}
+
+/// Gives `$` and `\Z` their Python meaning. Python's `$` (without the multi-line flag)
+/// matches at the end of the text or just before a newline that ends it, where the
+/// regex crate's `$` matches only at the very end; Python's `\Z` is the regex crate's
+/// `\z`. Characters inside a class and escaped characters are left alone; with the
+/// multi-line flag, `$` means the same in both engines.
+fn python_end_anchors(source: &str) -> String {
+    let multi_line = source.contains("(?m") || source.contains("(?sm") || source.contains("(?im");
+    let mut out = String::with_capacity(source.len() + 8);
+    let mut chars = source.chars();
+    let mut in_class = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('Z') if !in_class => out.push_str("\\z"),
+                Some(next) => {
+                    out.push('\\');
+                    out.push(next);
+                }
+                None => out.push('\\'),
+            },
+            '[' if !in_class => {
+                in_class = true;
+                out.push(c);
+                // A `]` right after `[` or `[^` is a literal member of the class.
+                let rest = chars.as_str();
+                let literal = if rest.starts_with("^]") {
+                    2
+                } else if rest.starts_with(']') {
+                    1
+                } else {
+                    0
+                };
+                for _ in 0..literal {
+                    if let Some(l) = chars.next() {
+                        out.push(l);
+                    }
+                }
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(c);
+            }
+            '$' if !in_class && !multi_line => out.push_str("(?:\\n?\\z)"),
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// Why the regex engine rejected a pattern, on one line.
@@ -319,6 +369,29 @@ mod tests {
         let r = rule(r#"{ field: dest, regex: "a|b" }"#);
         assert_eq!(r.violation(&json!("b...")), None);
         assert!(r.violation(&json!("xb")).is_some());
+    }
+
+    #[test]
+    fn dollar_matches_before_a_final_newline_as_in_python() {
+        let r = rule(r#"{ field: t, regex: "^svc-[a-z]+$" }"#);
+        assert!(r.violation(&json!("svc-db")).is_none());
+        assert!(
+            r.violation(&json!("svc-db\n")).is_none(),
+            "re.match('^svc-[a-z]+$', 'svc-db\\n') matches"
+        );
+        assert!(r.violation(&json!("svc-db\nx")).is_some());
+        assert!(r.violation(&json!("svc-db\n\n")).is_some());
+    }
+
+    #[test]
+    fn backslash_capital_z_is_the_very_end_and_classes_keep_their_dollar() {
+        let r = rule(r#"{ field: t, regex: "a\\Z" }"#);
+        assert!(r.violation(&json!("a")).is_none());
+        assert!(r.violation(&json!("a\n")).is_some());
+        let r = rule(r#"{ field: t, regex: "^[$]+\\$x$" }"#);
+        assert!(r.violation(&json!("$$$x")).is_none());
+        assert_eq!(python_end_anchors("[]$]$"), "[]$](?:\\n?\\z)");
+        assert_eq!(python_end_anchors("(?m)^a$"), "(?m)^a$");
     }
 
     #[test]
