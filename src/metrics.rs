@@ -12,7 +12,7 @@ use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::event::{AuditDecision, AuditVerdict, CheckResult, DeadLetter, ErrorClass};
-use crate::store::StoreError;
+use crate::store::{Conflict, StoreError};
 
 /// Every metric the service exports, for documentation and the emission test.
 pub const REQUIRED: &[&str] = &[
@@ -26,6 +26,8 @@ pub const REQUIRED: &[&str] = &[
     "audit_stream_outputs_acknowledged_total",
     "audit_stream_output_delivery_errors_total",
     "audit_stream_store_records_written_total",
+    "audit_stream_store_duplicates_total",
+    "audit_stream_store_conflicts_total",
     "audit_stream_store_write_seconds",
     "audit_stream_store_write_errors_total",
     "audit_stream_end_to_end_latency_seconds",
@@ -87,6 +89,10 @@ fn register_at_zero() {
         counter!("audit_stream_output_delivery_errors_total", "topic" => role).absolute(0);
     }
     counter!("audit_stream_store_records_written_total").absolute(0);
+    counter!("audit_stream_store_duplicates_total").absolute(0);
+    for kind in ["decision", "verdict", "coordination"] {
+        counter!("audit_stream_store_conflicts_total", "kind" => kind).absolute(0);
+    }
     for kind in ["retryable", "permanent"] {
         counter!("audit_stream_store_write_errors_total", "kind" => kind).absolute(0);
     }
@@ -203,10 +209,40 @@ pub fn record_done(latency: Option<Duration>) {
     }
 }
 
-/// A batch of audit records is durable.
+/// A store write succeeded: `records` new audit records are durable.
 pub fn store_written(records: usize, took: Duration) {
     counter!("audit_stream_store_records_written_total").increment(records as u64);
     histogram!("audit_stream_store_write_seconds").record(took.as_secs_f64());
+}
+
+/// Records of a store write were already stored with the same content (a replay or a
+/// retry): not written again.
+pub fn store_duplicates(records: usize) {
+    if records == 0 {
+        return;
+    }
+    tracing::debug!(records, "Audit records already stored; not written again");
+    counter!("audit_stream_store_duplicates_total").increment(records as u64);
+}
+
+/// A record was not written because its id is stored with other content (usually a
+/// re-published source event at a new offset); the stored record stays.
+pub fn store_conflict(conflict: &Conflict) {
+    let (stored, new) = (&conflict.stored_source, &conflict.new_source);
+    tracing::warn!(
+        id = %conflict.id,
+        kind = conflict.kind,
+        stored_topic = %stored.topic,
+        stored_partition = stored.partition,
+        stored_offset = stored.offset,
+        stored_event_id = %stored.event_id,
+        new_topic = %new.topic,
+        new_partition = new.partition,
+        new_offset = new.offset,
+        new_event_id = %new.event_id,
+        "Audit record id already stored with other content; the stored record stays"
+    );
+    counter!("audit_stream_store_conflicts_total", "kind" => conflict.kind).increment(1);
 }
 
 /// A store write failed with a retryable error and will be retried after `delay`.

@@ -19,8 +19,8 @@ use audit_stream::event::{
 };
 use audit_stream::gate::RolloutStatus;
 use audit_stream::store::{
-    scylla, AuditRecord, AuditStore, Checkpoint, EmbeddedStore, FaultyStore, Page, RetryPolicy,
-    ScyllaStore, StoreError,
+    scylla, AuditRecord, AuditStore, Checkpoint, Conflict, EmbeddedStore, FaultyStore, Page,
+    RetryPolicy, ScyllaStore, StoreError, WriteOutcome,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
@@ -297,10 +297,23 @@ async fn all_coordination<S: AuditStore>(
     .await
 }
 
-fn assert_conflict(result: Result<(), StoreError>, id: Uuid) {
-    match result {
-        Err(StoreError::Conflict { id: got, .. }) => assert_eq!(got, id),
-        other => panic!("expected a conflict on {id}, got {other:?}"),
+/// The conflict of `new` with `stored`, as a write reports it.
+fn conflict(stored: &AuditRecord, new: &AuditRecord) -> Conflict {
+    assert_eq!(stored.id(), new.id());
+    Conflict {
+        id: new.id(),
+        kind: new.kind(),
+        stored_source: stored.source().clone(),
+        new_source: new.source().clone(),
+    }
+}
+
+/// What a write of only conflicting records returns.
+fn only_conflicts(conflicts: Vec<Conflict>) -> WriteOutcome {
+    WriteOutcome {
+        written: 0,
+        duplicates: 0,
+        conflicts,
     }
 }
 
@@ -333,15 +346,29 @@ mod cases {
         );
         batch.push(AuditRecord::Decision(decision("globex", 0, 11, 0)));
 
-        store.write(&batch).await.expect("first write");
+        let written = store.write(&batch).await.expect("first write");
+        assert_eq!(
+            written,
+            WriteOutcome {
+                written: batch.len(),
+                ..WriteOutcome::default()
+            }
+        );
         let first = (
             all_decisions(store, "acme", 100).await,
             all_verdicts(store, "acme", 100).await,
             all_coordination(store, "acme", 100).await,
         );
-        store.write(&batch).await.expect("replay");
+        let replay = WriteOutcome {
+            duplicates: batch.len(),
+            ..WriteOutcome::default()
+        };
+        assert_eq!(store.write(&batch).await.expect("replay"), replay);
         batch.reverse();
-        store.write(&batch).await.expect("replay in another order");
+        assert_eq!(
+            store.write(&batch).await.expect("replay in another order"),
+            replay
+        );
 
         let replayed = (
             all_decisions(store, "acme", 100).await,
@@ -368,116 +395,222 @@ mod cases {
             .write(&[verdict_record(first.clone(), at(7))])
             .await
             .unwrap();
-        store
+        let outcome = store
             .write(&[verdict_record(reaudit, at(7))])
             .await
             .expect("audited_at and duration_ms are not content");
+        assert_eq!(outcome.duplicates, 1, "{outcome:?}");
         assert_eq!(all_verdicts(store, "acme", 10).await, vec![first.clone()]);
         let status = store.rollout_status("acme", "deploy-api").await.unwrap();
         assert_eq!(status, Some(RolloutStatus::from_verdict(&first, at(7))));
     }
 
-    pub(super) async fn conflicting_content_is_rejected_and_the_first_copy_stays<S: AuditStore>(
+    pub(super) async fn a_conflicting_record_is_reported_with_both_sources_and_the_first_stays<
+        S: AuditStore,
+    >(
         store: &S,
     ) {
-        let d = decision("acme", 0, 1, 0);
+        let d = AuditRecord::Decision(decision("acme", 0, 1, 0));
         let v = verdict("acme", "deploy-api", 0, 2, CheckResult::Pass);
         let c = coordination("acme", 0, 3);
-        store
-            .write(&[
-                AuditRecord::Decision(d.clone()),
-                verdict_record(v.clone(), at(2)),
-                AuditRecord::Coordination(c.clone()),
-            ])
-            .await
-            .unwrap();
+        let stored = [
+            d.clone(),
+            verdict_record(v.clone(), at(2)),
+            AuditRecord::Coordination(c.clone()),
+        ];
+        store.write(&stored).await.unwrap();
 
-        let mut d2 = d.clone();
+        let AuditRecord::Decision(mut d2) = d.clone() else {
+            unreachable!()
+        };
         d2.message = "Amount must be >= 1000".into();
-        assert_conflict(store.write(&[AuditRecord::Decision(d2)]).await, d.event_id);
+        d2.source.partition = 1;
+        let d2 = AuditRecord::Decision(d2);
+        assert_eq!(
+            store.write(std::slice::from_ref(&d2)).await.unwrap(),
+            only_conflicts(vec![conflict(&d, &d2)])
+        );
 
         let mut v2 = v.clone();
         v2.verdict = CheckResult::Fail;
-        let result = store.write(&[verdict_record(v2, at(2))]).await;
-        assert!(!matches!(&result, Err(e) if e.is_retryable()));
-        assert_conflict(result, v.audit_id);
+        v2.source.offset = 20;
+        let v2 = verdict_record(v2, at(2));
         // The same verdict claimed for other evidence is another record under the same id.
-        assert_conflict(
-            store.write(&[verdict_record(v.clone(), at(99))]).await,
-            v.audit_id,
-        );
-
+        let v3 = verdict_record(v.clone(), at(99));
         let mut c2 = c.clone();
         c2.decision = CoordinationDecision::Rejected;
-        assert_conflict(
-            store.write(&[AuditRecord::Coordination(c2)]).await,
-            c.audit_id,
+        let c2 = AuditRecord::Coordination(c2);
+        let outcome = store
+            .write(&[v2.clone(), v3.clone(), c2.clone()])
+            .await
+            .expect("conflicts are reported, not failed");
+        assert_eq!(
+            outcome,
+            only_conflicts(vec![
+                conflict(&stored[1], &v2),
+                conflict(&stored[1], &v3),
+                conflict(&stored[2], &c2),
+            ])
         );
+        assert_eq!(outcome.conflicts[0].stored_source.offset, 2);
+        assert_eq!(outcome.conflicts[0].new_source.offset, 20);
 
+        let AuditRecord::Decision(d) = d else {
+            unreachable!()
+        };
         assert_eq!(all_decisions(store, "acme", 10).await, vec![d]);
         assert_eq!(all_verdicts(store, "acme", 10).await, vec![v.clone()]);
         assert_eq!(all_coordination(store, "acme", 10).await, vec![c]);
         assert_eq!(
             store.rollout_status("acme", "deploy-api").await.unwrap(),
-            Some(RolloutStatus::from_verdict(&v, at(2)))
+            Some(RolloutStatus::from_verdict(&v, at(2))),
+            "a verdict that is not written does not move the rollout status"
         );
     }
 
-    pub(super) async fn a_batch_with_a_conflict_writes_nothing<S: AuditStore>(store: &S) {
-        let stored = decision("acme", 0, 1, 0);
+    pub(super) async fn a_mixed_batch_writes_the_new_counts_duplicates_and_reports_conflicts<
+        S: AuditStore,
+    >(
+        store: &S,
+    ) {
+        let stored = AuditRecord::Decision(decision("acme", 0, 1, 0));
+        let stored_verdict = verdict_record(
+            verdict("acme", "deploy-api", 0, 2, CheckResult::Pass),
+            at(2),
+        );
         store
-            .write(&[AuditRecord::Decision(stored.clone())])
+            .write(&[stored.clone(), stored_verdict.clone()])
             .await
             .unwrap();
-        let mut changed = stored.clone();
-        changed.count = 99;
-        let fresh = vec![
-            AuditRecord::Decision(decision("acme", 0, 2, 0)),
-            verdict_record(
-                verdict("acme", "deploy-api", 0, 3, CheckResult::Pass),
-                at(3),
-            ),
-            AuditRecord::Coordination(coordination("initech", 0, 4)),
-        ];
-        let mut batch = fresh.clone();
-        batch.push(AuditRecord::Decision(changed));
-        assert_conflict(store.write(&batch).await, stored.event_id);
 
-        assert_eq!(all_decisions(store, "acme", 10).await, vec![stored.clone()]);
-        assert!(all_verdicts(store, "acme", 10).await.is_empty());
-        assert!(all_coordination(store, "initech", 10).await.is_empty());
+        let AuditRecord::Decision(mut changed) = stored.clone() else {
+            unreachable!()
+        };
+        changed.count = 99;
+        let changed = AuditRecord::Decision(changed);
+        // Newer evidence, but a conflicting verdict: it must not become the status.
+        let AuditRecord::Verdict { verdict: v, .. } = &stored_verdict else {
+            unreachable!()
+        };
+        let mut failed = v.clone();
+        failed.verdict = CheckResult::Fail;
+        let changed_verdict = verdict_record(failed, at(50));
+        let fresh = [
+            AuditRecord::Decision(decision("acme", 0, 3, 0)),
+            verdict_record(verdict("acme", "deploy-db", 0, 4, CheckResult::Fail), at(4)),
+            AuditRecord::Coordination(coordination("initech", 0, 5)),
+        ];
+        // Two versions of one new id inside the batch: the first is written, the second
+        // conflicts with it.
+        let inner = AuditRecord::Decision(decision("acme", 0, 6, 0));
+        let AuditRecord::Decision(mut inner_changed) = inner.clone() else {
+            unreachable!()
+        };
+        inner_changed.message = "other".into();
+        inner_changed.source.offset = 60;
+        let inner_changed = AuditRecord::Decision(inner_changed);
+
+        let batch = vec![
+            fresh[0].clone(),
+            changed.clone(),
+            stored.clone(),
+            fresh[1].clone(),
+            inner.clone(),
+            changed_verdict.clone(),
+            stored_verdict.clone(),
+            inner_changed.clone(),
+            fresh[2].clone(),
+        ];
+        let outcome = store.write(&batch).await.expect("a mixed batch is written");
+        assert_eq!(
+            outcome,
+            WriteOutcome {
+                written: 4,
+                duplicates: 2,
+                conflicts: vec![
+                    conflict(&stored, &changed),
+                    conflict(&stored_verdict, &changed_verdict),
+                    conflict(&inner, &inner_changed),
+                ],
+            }
+        );
+        assert_eq!(
+            outcome.written + outcome.duplicates + outcome.conflicts.len(),
+            batch.len(),
+            "every record is accounted for"
+        );
+
+        let decisions = [&stored, &fresh[0], &inner].map(|r| match r {
+            AuditRecord::Decision(d) => d.clone(),
+            _ => unreachable!(),
+        });
+        assert_eq!(
+            all_decisions(store, "acme", 10).await,
+            sorted_decisions(decisions.to_vec())
+        );
+        assert_eq!(all_verdicts(store, "acme", 10).await.len(), 2);
+        assert_eq!(all_coordination(store, "initech", 10).await.len(), 1);
         assert_eq!(
             store.rollout_status("acme", "deploy-api").await.unwrap(),
-            None
+            Some(RolloutStatus::from_verdict(v, at(2)))
         );
-        assert_eq!(store.tenants().await.unwrap(), vec!["acme".to_string()]);
-
-        // Two versions of one id inside the same batch are a conflict as well.
-        let inner = decision("acme", 0, 5, 0);
-        let mut inner_changed = inner.clone();
-        inner_changed.message = "other".into();
-        assert_conflict(
-            store
-                .write(&[
-                    AuditRecord::Decision(inner.clone()),
-                    AuditRecord::Decision(inner_changed),
-                ])
-                .await,
-            inner.event_id,
+        let AuditRecord::Verdict { verdict: db, .. } = &fresh[1] else {
+            unreachable!()
+        };
+        assert_eq!(
+            store.rollout_status("acme", "deploy-db").await.unwrap(),
+            Some(RolloutStatus::from_verdict(db, at(4)))
         );
-        assert_eq!(all_decisions(store, "acme", 10).await, vec![stored.clone()]);
 
-        store
-            .write(&fresh)
+        assert_eq!(
+            store.write(&batch).await.expect("the same batch again"),
+            WriteOutcome {
+                written: 0,
+                duplicates: 6,
+                conflicts: outcome.conflicts,
+            }
+        );
+    }
+
+    pub(super) async fn a_republished_events_decision_is_a_conflict_and_does_not_fail_the_call<
+        S: AuditStore,
+    >(
+        store: &S,
+    ) {
+        // The validation event at offset 10 is published again at offset 25: the same
+        // event_id, so the same decision id; the failure is counted once more.
+        let first = decision("acme", 0, 10, 0);
+        let mut again = first.clone();
+        again.source.offset = 25;
+        again.count += 1;
+        let (first, again) = (AuditRecord::Decision(first), AuditRecord::Decision(again));
+        store.write(std::slice::from_ref(&first)).await.unwrap();
+
+        let next = AuditRecord::Decision(decision("acme", 0, 26, 0));
+        let outcome = store
+            .write(&[again.clone(), next])
             .await
-            .expect("the batch without the conflict");
-        assert_eq!(all_decisions(store, "acme", 10).await.len(), 2);
-        assert_eq!(all_coordination(store, "initech", 10).await.len(), 1);
-        assert!(store
-            .rollout_status("acme", "deploy-api")
+            .expect("a re-published event does not fail the call");
+        assert_eq!(outcome.written, 1);
+        assert_eq!(outcome.duplicates, 0);
+        assert_eq!(outcome.conflicts, vec![conflict(&first, &again)]);
+        let reported = &outcome.conflicts[0];
+        assert_eq!(reported.kind, "decision");
+        assert_eq!(
+            (reported.stored_source.offset, reported.new_source.offset),
+            (10, 25)
+        );
+        assert_eq!(
+            reported.stored_source.event_id,
+            reported.new_source.event_id
+        );
+
+        let offsets: Vec<(i64, u32)> = all_decisions(store, "acme", 10)
             .await
-            .unwrap()
-            .is_some());
+            .iter()
+            .map(|d| (d.source.offset, d.count))
+            .collect();
+        assert_eq!(offsets, [(10, 4), (26, 4)], "the first copy stays");
     }
 
     pub(super) async fn an_empty_write_is_a_no_op<S: AuditStore>(store: &S) {
@@ -927,8 +1060,9 @@ macro_rules! for_every_backend {
 for_every_backend!(
     replaying_a_batch_stores_each_record_once,
     a_reaudit_with_other_timings_is_a_replay_and_keeps_the_first,
-    conflicting_content_is_rejected_and_the_first_copy_stays,
-    a_batch_with_a_conflict_writes_nothing,
+    a_conflicting_record_is_reported_with_both_sources_and_the_first_stays,
+    a_mixed_batch_writes_the_new_counts_duplicates_and_reports_conflicts,
+    a_republished_events_decision_is_a_conflict_and_does_not_fail_the_call,
     an_empty_write_is_a_no_op,
     checkpoints_restore_what_was_saved_and_only_move_forward,
     rollout_status_keeps_the_newest_evidence_in_any_write_order,
@@ -1004,7 +1138,7 @@ async fn retrying_with_backoff_rides_out_injected_failures() {
     let mut attempt = 0;
     loop {
         match store.write(&one_decision(1)).await {
-            Ok(()) => break,
+            Ok(_) => break,
             Err(e) if e.is_retryable() => {
                 tokio::time::sleep(policy.delay(attempt)).await;
                 attempt += 1;

@@ -4,8 +4,14 @@
 //! written with capped exponential backoff while the store fails with a retryable
 //! error, and acknowledged only once durable. A failed write is never dropped: the
 //! request stays queued, in-flight records pile up to the configured bound, and the
-//! consumer loop stops pulling records until writes succeed again. A permanent error ends the sink, and with it the
-//! service, with that error.
+//! consumer loop stops pulling records until writes succeed again. A permanent error
+//! ends the sink, and with it the service, with that error.
+//!
+//! A record whose id is already stored is not an error: with the same content it is a
+//! duplicate (a replay, counted), with other content a conflict (usually a re-published
+//! source event at a new offset), which the store leaves out, keeping the first copy, and
+//! the sink logs with both sources and counts. Either way the record is accounted for,
+//! so its request is acknowledged and the partition goes on.
 
 use std::sync::Arc;
 
@@ -13,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::metrics;
-use crate::store::{AuditRecord, AuditStore, RetryPolicy, StoreError};
+use crate::store::{AuditRecord, AuditStore, RetryPolicy, StoreError, WriteOutcome};
 
 struct Request {
     records: Vec<AuditRecord>,
@@ -89,19 +95,25 @@ async fn run(
     Ok(())
 }
 
-/// Writes `batch`, retrying retryable errors forever with backoff.
+/// Writes `batch`, retrying retryable errors forever with backoff, and reports what the
+/// store did with its records: counts the written records and the duplicates, and logs
+/// and counts every conflict.
 async fn write_until_durable(
     store: &dyn AuditStore,
     retry: &RetryPolicy,
     batch: &[AuditRecord],
-) -> Result<(), StoreError> {
+) -> Result<WriteOutcome, StoreError> {
     let mut attempt = 0u32;
     loop {
         let started = std::time::Instant::now();
         match store.write(batch).await {
-            Ok(()) => {
-                metrics::store_written(batch.len(), started.elapsed());
-                return Ok(());
+            Ok(outcome) => {
+                metrics::store_written(outcome.written, started.elapsed());
+                metrics::store_duplicates(outcome.duplicates);
+                for conflict in &outcome.conflicts {
+                    metrics::store_conflict(conflict);
+                }
+                return Ok(outcome);
             }
             Err(error) if error.is_retryable() => {
                 let delay = retry.delay(attempt);
@@ -214,6 +226,79 @@ mod tests {
         assert!(durable.await.is_err(), "never acknowledged");
         let error = task.await.expect("task").expect_err("permanent error");
         assert!(!error.is_retryable(), "{error}");
+    }
+
+    /// `decision(offset)` as its source event, published again at `new_offset`: the same
+    /// id, another source offset and (counted once more) another count.
+    fn republished(offset: i64, new_offset: i64) -> AuditRecord {
+        let AuditRecord::Decision(mut d) = decision(offset) else {
+            unreachable!()
+        };
+        d.source.offset = new_offset;
+        d.count += 1;
+        AuditRecord::Decision(d)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_conflicting_record_does_not_stop_the_sink_and_is_counted() {
+        let store = Arc::new(FaultyStore::new(EmbeddedStore::in_memory().expect("store")));
+        let faults = store.faults();
+        let (sink, task) = Sink::spawn(store.clone(), retry(), 64, 16);
+        let first = sink.submit(vec![decision(1)]).await.expect("queued");
+        first.await.expect("durable");
+
+        let mixed = sink
+            .submit(vec![republished(1, 40), decision(1), decision(2)])
+            .await
+            .expect("queued");
+        mixed.await.expect("acknowledged despite the conflict");
+        assert_eq!(faults.records_written(), 2);
+        assert_eq!(faults.duplicates(), 1);
+        assert_eq!(faults.conflicts(), 1);
+        assert_eq!(faults.failed_writes(), 0, "a conflict is not a failure");
+
+        let later = sink.submit(vec![decision(3)]).await.expect("still running");
+        later.await.expect("durable");
+        let stored = store.decisions("acme", None, 10).await.expect("read");
+        let stored: Vec<AuditRecord> = stored
+            .items
+            .into_iter()
+            .map(AuditRecord::Decision)
+            .collect();
+        assert_eq!(
+            stored,
+            [decision(1), decision(2), decision(3)],
+            "the first copy stays"
+        );
+        drop(sink);
+        task.await.expect("task").expect("sink ends cleanly");
+    }
+
+    #[tokio::test]
+    async fn a_durable_write_reports_each_conflict_with_both_sources() {
+        let store = EmbeddedStore::in_memory().expect("store");
+        let written = write_until_durable(&store, &retry(), &[decision(1)])
+            .await
+            .expect("durable");
+        assert_eq!(written.written, 1);
+
+        let again = write_until_durable(&store, &retry(), &[republished(1, 40), decision(2)])
+            .await
+            .expect("a conflict is not an error");
+        let original = decision(1);
+        assert_eq!(
+            again,
+            WriteOutcome {
+                written: 1,
+                duplicates: 0,
+                conflicts: vec![crate::store::Conflict {
+                    id: original.id(),
+                    kind: "decision",
+                    stored_source: original.source().clone(),
+                    new_source: republished(1, 40).source().clone(),
+                }],
+            }
+        );
     }
 
     #[tokio::test]

@@ -6,7 +6,8 @@
 //!   transaction is on disk before the call returns, and survives a process crash or a
 //!   power loss.
 //! - **All or nothing per call**: a `write` is one `BEGIN IMMEDIATE` transaction; any
-//!   error drops it, which rolls it back.
+//!   error drops it, which rolls it back. Duplicates and conflicts are not errors: the
+//!   transaction stores the call's new records and commits.
 //! - **Never blocks the runtime**: rusqlite is blocking, so every call runs on tokio's
 //!   blocking pool with the one connection behind a std `Mutex`. SQLite serializes
 //!   writers anyway; one connection also serializes readers, which is plenty for the
@@ -14,9 +15,10 @@
 //!   (a timeout) does not cancel the call: it still completes or rolls back, which is
 //!   harmless because writes are idempotent.
 //!
-//! Records are only ever inserted. Each row keeps the record's full JSON (what reads
-//! return), a digest of its content (what a repeated write is compared against), and the
-//! columns needed for ordering and lookup.
+//! Records are only ever inserted (`ON CONFLICT DO NOTHING`: the first write of an id
+//! wins). Each row keeps the record's full JSON (what reads return), a digest of its
+//! content (what a repeated write is compared against), and the columns needed for
+//! ordering and lookup.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,8 +32,10 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::cursor::Cursor;
-use super::{AuditRecord, AuditStore, Checkpoint, Page, StoreError, MAX_PAGE};
-use crate::event::{AuditDecision, AuditVerdict, CoordinationRecord};
+use super::{
+    AuditRecord, AuditStore, Checkpoint, Conflict, Page, StoreError, WriteOutcome, MAX_PAGE,
+};
+use crate::event::{AuditDecision, AuditVerdict, CoordinationRecord, SourceRef};
 use crate::gate::RolloutStatus;
 
 /// How long a call waits for another connection's lock (another process on the same
@@ -292,10 +296,16 @@ fn timestamp(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-fn write_records(conn: &mut Connection, records: &[AuditRecord]) -> Result<(), StoreError> {
+/// Inserts the records whose id is new in one transaction, in call order, so that a
+/// repeat of an id within the call meets its first occurrence as the stored copy.
+fn write_records(
+    conn: &mut Connection,
+    records: &[AuditRecord],
+) -> Result<WriteOutcome, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(classify)?;
+    let mut outcome = WriteOutcome::default();
     for record in records {
         let digest = record.content_digest()?;
         let json = record.to_json()?;
@@ -309,8 +319,22 @@ fn write_records(conn: &mut Connection, records: &[AuditRecord]) -> Result<(), S
         }
         .map_err(classify)?;
         if inserted == 0 {
-            ensure_same_content(&tx, record, &digest)?;
+            let stored = stored_copy(&tx, record)?;
+            if stored.digest == digest {
+                outcome.duplicates += 1;
+            } else {
+                outcome.conflicts.push(Conflict {
+                    id: record.id(),
+                    kind: record.kind(),
+                    stored_source: stored.source,
+                    new_source: record.source().clone(),
+                });
+            }
+            continue;
         }
+        outcome.written += 1;
+        // Only a verdict written here moves the status: a duplicate moved it when it was
+        // written (in the same transaction as its row), a conflict is not stored.
         if let AuditRecord::Verdict {
             verdict,
             occurred_at,
@@ -319,7 +343,8 @@ fn write_records(conn: &mut Connection, records: &[AuditRecord]) -> Result<(), S
             advance_rollout_status(&tx, &RolloutStatus::from_verdict(verdict, *occurred_at))?;
         }
     }
-    tx.commit().map_err(classify)
+    tx.commit().map_err(classify)?;
+    Ok(outcome)
 }
 
 fn insert_decision(
@@ -421,39 +446,61 @@ fn insert_coordination(
     ])
 }
 
-/// The id was already stored: a replay when the content matches, a conflict otherwise
-/// (the caller's transaction then rolls back, so nothing of the call is written).
-fn ensure_same_content(
-    tx: &Transaction<'_>,
-    record: &AuditRecord,
-    digest: &str,
-) -> Result<(), StoreError> {
+/// What a repeated id is compared with, and reported against.
+struct StoredCopy {
+    digest: String,
+    source: SourceRef,
+}
+
+/// The stored record with `record`'s id (it exists: the insert of the id did nothing).
+fn stored_copy(tx: &Transaction<'_>, record: &AuditRecord) -> Result<StoredCopy, StoreError> {
     let sql = match record {
         AuditRecord::Decision(_) => {
-            "SELECT content_digest FROM audit_decisions WHERE event_id = ?1"
+            "SELECT content_digest, source_topic, source_partition, source_offset,
+                    source_event_id
+             FROM audit_decisions WHERE event_id = ?1"
         }
         AuditRecord::Verdict { .. } => {
-            "SELECT content_digest FROM audit_verdicts WHERE audit_id = ?1"
+            "SELECT content_digest, source_topic, source_partition, source_offset,
+                    source_event_id
+             FROM audit_verdicts WHERE audit_id = ?1"
         }
         AuditRecord::Coordination(_) => {
-            "SELECT content_digest FROM coordination_audit_records WHERE audit_id = ?1"
+            "SELECT content_digest, source_topic, source_partition, source_offset,
+                    source_event_id
+             FROM coordination_audit_records WHERE audit_id = ?1"
         }
     };
-    let stored: String = tx
+    let (digest, topic, partition, offset, event_id): (String, String, i32, i64, String) = tx
         .prepare_cached(sql)
-        .and_then(|mut stmt| stmt.query_row([record.id().to_string()], |row| row.get(0)))
-        .map_err(classify)?;
-    if stored == digest {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict {
-            id: record.id(),
-            detail: format!(
-                "a {} with this id is already stored with different content",
-                record.kind()
-            ),
+        .and_then(|mut stmt| {
+            stmt.query_row([record.id().to_string()], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })
         })
-    }
+        .map_err(classify)?;
+    let event_id = Uuid::parse_str(&event_id).map_err(|e| {
+        StoreError::Permanent(format!(
+            "stored {} {} has a source event id that is not a uuid: {e}",
+            record.kind(),
+            record.id()
+        ))
+    })?;
+    Ok(StoredCopy {
+        digest,
+        source: SourceRef {
+            topic,
+            partition,
+            offset,
+            event_id,
+        },
+    })
 }
 
 /// Replaces the contract's rollout status when `status` is on newer evidence: greater
@@ -623,9 +670,9 @@ fn read_page<T: DeserializeOwned>(
 
 #[async_trait::async_trait]
 impl AuditStore for EmbeddedStore {
-    async fn write(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+    async fn write(&self, records: &[AuditRecord]) -> Result<WriteOutcome, StoreError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(WriteOutcome::default());
         }
         let records = records.to_vec();
         self.call(move |conn| write_records(conn, &records)).await
@@ -779,7 +826,7 @@ impl AuditStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{CoordinationDecision, EnvelopeClass, SourceRef};
+    use crate::event::{CoordinationDecision, EnvelopeClass};
     use chrono::TimeZone;
     use rusqlite::ffi;
 

@@ -12,13 +12,14 @@
 //!   until `stop_stalling()`.
 //!
 //! A failed call never reaches the wrapped store, so it wrote nothing, as the trait
-//! requires.
+//! requires. A call that reaches it returns the wrapped store's [`WriteOutcome`] as it is,
+//! and its counts add up in [`Faults`].
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::{AuditRecord, AuditStore, Checkpoint, Page, StoreError};
+use super::{AuditRecord, AuditStore, Checkpoint, Page, StoreError, WriteOutcome};
 use crate::event::{AuditDecision, AuditVerdict, CoordinationRecord};
 use crate::gate::RolloutStatus;
 
@@ -33,6 +34,8 @@ pub struct Faults {
     write_calls: AtomicU64,
     failed_writes: AtomicU64,
     records_written: AtomicU64,
+    duplicates: AtomicU64,
+    conflicts: AtomicU64,
     checkpoint_saves: AtomicU64,
 }
 
@@ -79,9 +82,19 @@ impl Faults {
         self.failed_writes.load(Ordering::SeqCst)
     }
 
-    /// Records in `write` calls that succeeded (replays count again).
+    /// Records the wrapped store reported written ([`WriteOutcome::written`]).
     pub fn records_written(&self) -> u64 {
         self.records_written.load(Ordering::SeqCst)
+    }
+
+    /// Records the wrapped store reported as duplicates ([`WriteOutcome::duplicates`]).
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::SeqCst)
+    }
+
+    /// Records the wrapped store reported as conflicts ([`WriteOutcome::conflicts`]).
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(Ordering::SeqCst)
     }
 
     /// `save_checkpoint` calls so far, failed ones included.
@@ -141,7 +154,7 @@ impl<S: AuditStore> FaultyStore<S> {
         &self.inner
     }
 
-    async fn try_write(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+    async fn try_write(&self, records: &[AuditRecord]) -> Result<WriteOutcome, StoreError> {
         if let Some(delay) = self.faults.stall() {
             tokio::time::sleep(delay).await;
         }
@@ -155,16 +168,23 @@ impl<S: AuditStore> FaultyStore<S> {
 
 #[async_trait::async_trait]
 impl<S: AuditStore> AuditStore for FaultyStore<S> {
-    async fn write(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+    async fn write(&self, records: &[AuditRecord]) -> Result<WriteOutcome, StoreError> {
         self.faults.write_calls.fetch_add(1, Ordering::SeqCst);
         let result = self.try_write(records).await;
+        let faults = &self.faults;
         match &result {
-            Ok(()) => self
-                .faults
-                .records_written
-                .fetch_add(records.len() as u64, Ordering::SeqCst),
-            Err(_) => self.faults.failed_writes.fetch_add(1, Ordering::SeqCst),
-        };
+            Ok(outcome) => {
+                let add = |counter: &AtomicU64, n: usize| {
+                    counter.fetch_add(n as u64, Ordering::SeqCst);
+                };
+                add(&faults.records_written, outcome.written);
+                add(&faults.duplicates, outcome.duplicates);
+                add(&faults.conflicts, outcome.conflicts.len());
+            }
+            Err(_) => {
+                faults.failed_writes.fetch_add(1, Ordering::SeqCst);
+            }
+        }
         result
     }
 

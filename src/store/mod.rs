@@ -3,16 +3,21 @@
 //! Every backend implements [`AuditStore`] and passes the same contract suite
 //! (`tests/store_contract.rs`). The guarantees the pipeline builds on:
 //!
-//! - **Idempotent writes.** Record ids are deterministic (UUIDv5 of the source event), so
-//!   a replay or a retry writes the same ids: a record already stored with the same
-//!   content is a no-op; with different content the write fails with
-//!   [`StoreError::Conflict`] and nothing is overwritten. Records are never updated or
-//!   deleted; the rollout status of a contract only ever moves to a verdict on newer
+//! - **First write wins, nothing is updated.** Record ids are deterministic (UUIDv5 of
+//!   the source event), so a replay or a retry writes the same ids. A record whose id is
+//!   not stored yet is written; one stored with the same content (see
+//!   [`AuditRecord::content_digest`]) is a duplicate; one stored with other content is a
+//!   [`Conflict`]: not written, the stored record stays as it is, and the call reports it
+//!   with both sources. A re-published source event (same `event_id`, a new offset)
+//!   derives the same ids with another `source`, so its records come back as conflicts:
+//!   the service logs and counts them and goes on. Records are never updated or deleted;
+//!   the rollout status of a contract only ever moves to a verdict written on newer
 //!   evidence.
-//! - **All or nothing per call.** A conflict fails the whole [`AuditStore::write`] before
-//!   anything is stored. Any failed call is retried whole by the caller; the embedded
-//!   store stores none of a failed call's records, the ScyllaDB store may have stored
-//!   some (see [`scylla`]), which the retry writes again as a no-op.
+//! - **Errors are infrastructure only.** A call fails only when the store cannot do it
+//!   ([`StoreError::Unavailable`], [`StoreError::Permanent`]), never because of a
+//!   record's content. A failed call is retried whole by the caller; the embedded store
+//!   stores none of a failed call's records, the ScyllaDB store may have stored some (see
+//!   [`scylla`]), which the retry finds stored and counts as duplicates.
 //! - **Durable on return.** When `write` returns `Ok`, the records survive a crash: only
 //!   then may the pipeline commit the Kafka offsets they were derived from.
 //! - **Errors carry their handling.** [`StoreError::is_retryable`] tells the pipeline to
@@ -203,6 +208,38 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
+/// What one [`AuditStore::write`] did with each of its records.
+///
+/// `written + duplicates + conflicts.len()` is the number of records of the call: every
+/// record is accounted for, none is left out silently.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteOutcome {
+    /// Records whose id was not stored yet, now stored.
+    pub written: usize,
+    /// Records whose id was already stored (or earlier in the call) with the same
+    /// content: a replay or a retry, not written again.
+    pub duplicates: usize,
+    /// Records whose id was already stored (or earlier in the call) with other content,
+    /// in call order: not written, the stored record kept.
+    pub conflicts: Vec<Conflict>,
+}
+
+/// A record that was not written because its id is stored with other content.
+///
+/// Usually a re-published source event: the same `event_id` at a new offset derives the
+/// same ids, with another `source` (and, for a decision, possibly another `count`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    /// The id both records share.
+    pub id: Uuid,
+    /// [`AuditRecord::kind`]: `decision`, `verdict` or `coordination`.
+    pub kind: &'static str,
+    /// Where the stored record, the one that stays, came from.
+    pub stored_source: SourceRef,
+    /// Where the record that was not written came from.
+    pub new_source: SourceRef,
+}
+
 /// Why a store call failed, and therefore what the caller does about it.
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -213,10 +250,6 @@ pub enum StoreError {
     /// Retrying cannot help (bad schema, credentials or request): stop the service.
     #[error("store failed permanently: {0}")]
     Permanent(String),
-    /// A record with this id is already stored with other content. Nothing of the call
-    /// was written and the stored record stays as it is.
-    #[error("record {id} conflicts with the stored one: {detail}")]
-    Conflict { id: Uuid, detail: String },
 }
 
 impl StoreError {
@@ -230,15 +263,20 @@ impl StoreError {
 /// concurrently; a backend serializes internally what must be serialized.
 #[async_trait::async_trait]
 pub trait AuditStore: Send + Sync + 'static {
-    /// Stores `records`, all or nothing, durably on return.
+    /// Stores the records of `records` whose id is not stored yet, durably on return, and
+    /// says what became of each record.
     ///
-    /// Idempotent: a record whose id is already stored with the same content (see
-    /// [`AuditRecord::content_digest`]) is a no-op; with different content the call fails
-    /// with [`StoreError::Conflict`] and nothing of it is written. A verdict also
-    /// replaces the `rollout_status` of its (tenant, contract) when its `occurred_at` is
-    /// newer than the stored one's (ties broken by the greater `audit_id`), so the
-    /// result does not depend on write order.
-    async fn write(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
+    /// The first write of an id wins forever: a record whose id is already stored (or
+    /// earlier in the call) with the same content (see [`AuditRecord::content_digest`])
+    /// is counted as a duplicate; with other content it is reported as a [`Conflict`].
+    /// Neither is written, and the stored record stays untouched. A verdict that is
+    /// written also replaces the `rollout_status` of its (tenant, contract) when its
+    /// `occurred_at` is newer than the stored one's (ties broken by the greater
+    /// `audit_id`), so the result does not depend on write order.
+    ///
+    /// Fails only when the store cannot do the call ([`StoreError`]); the caller then
+    /// retries it whole.
+    async fn write(&self, records: &[AuditRecord]) -> Result<WriteOutcome, StoreError>;
 
     /// The latest verdict of one contract, if any.
     async fn rollout_status(
@@ -298,7 +336,7 @@ pub trait AuditStore: Send + Sync + 'static {
 /// partition worker and the HTTP server.
 #[async_trait::async_trait]
 impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
-    async fn write(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+    async fn write(&self, records: &[AuditRecord]) -> Result<WriteOutcome, StoreError> {
         (**self).write(records).await
     }
 
@@ -466,10 +504,5 @@ mod tests {
     fn only_unavailable_is_retryable() {
         assert!(StoreError::Unavailable("busy".into()).is_retryable());
         assert!(!StoreError::Permanent("bad schema".into()).is_retryable());
-        let conflict = StoreError::Conflict {
-            id: Uuid::nil(),
-            detail: "differs".into(),
-        };
-        assert!(!conflict.is_retryable());
     }
 }

@@ -9,22 +9,26 @@
 //!   the wall clock: `statements::write_timestamp`), so the same row written again
 //!   changes nothing, and every statement is marked idempotent: the driver may retry it
 //!   after a timeout.
-//! - **Conflicts write nothing.** A `write` first reads the stored content digest of
-//!   each of its ids (`audit_record_ids`, one single-partition read per id, run
-//!   concurrently). A digest that differs, or two versions of one id in the call, fail
-//!   the call with [`StoreError::Conflict`] before anything is written. Ids already stored
-//!   with the same digest are replays and are not written again, so a re-audit keeps the
-//!   first audit's timings, as in the embedded store.
+//! - **The first write of an id wins.** A `write` first reads the id row of each of its
+//!   ids (`audit_record_ids`: the stored content digest and where the record is; one
+//!   single-partition read per id, run concurrently). Ids already stored, or earlier in
+//!   the call, with the same digest are duplicates and are not written again, so a
+//!   re-audit keeps the first audit's timings, as in the embedded store. With another
+//!   digest the record is a [`Conflict`] and is not written either; the stored copy's
+//!   source event is read from its row (one more single-row read, for conflicts only)
+//!   before anything of the call is written, so that a failed read fails the call with
+//!   nothing written.
 //! - **The id row is written last**, after the record's rows (record table, rollout
 //!   status) are acknowledged: its presence means the record is stored. A call that
 //!   fails half-way leaves records without id rows, which the retry writes again with
 //!   the same values and timestamps.
 //! - **What is accepted instead of a transaction.** A failed call (unavailable, timed
 //!   out) may have stored part of its records; the pipeline retries the whole call until
-//!   it succeeds, and readers may see the part meanwhile. Two writers that both find an
-//!   id absent and write different content at the same moment both succeed, and each
-//!   cell keeps one of the two values: that takes two consumers deriving different
-//!   records for one source event at once (a rebalance overlap with diverged state).
+//!   it succeeds (finding the part stored, as duplicates), and readers may see the part
+//!   meanwhile. Two writers that both find an id absent and write different content at
+//!   the same moment both succeed, neither sees a conflict, and each cell keeps one of
+//!   the two values: that takes two consumers deriving different records for one source
+//!   event at once (a rebalance overlap with diverged state).
 //! - **Rollout status without read-before-write**: every verdict inserts its own row
 //!   into its contract's partition, clustered by (evidence time, audit_id) descending;
 //!   the gate reads the first row. The newest evidence wins in any write order, ties
@@ -91,11 +95,14 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use uuid::Uuid;
 
 use self::rows::Columns;
+use self::rows::StoredId;
 use self::statements::{in_keyspace, Listing, Values};
 use super::cursor::Cursor;
-use super::{AuditRecord, AuditStore, Checkpoint, Page, StoreError, MAX_PAGE};
+use super::{
+    AuditRecord, AuditStore, Checkpoint, Conflict, Page, StoreError, WriteOutcome, MAX_PAGE,
+};
 use crate::config::{ScyllaConfig, ScyllaConsistency};
-use crate::event::{AuditDecision, AuditVerdict, CoordinationRecord};
+use crate::event::{AuditDecision, AuditVerdict, CoordinationRecord, SourceRef};
 use crate::gate::RolloutStatus;
 
 /// Rows of one unlogged batch at most.
@@ -236,7 +243,10 @@ struct Prepared {
     insert_rollout_status: PreparedStatement,
     insert_record_id: PreparedStatement,
     insert_checkpoint: PreparedStatement,
-    select_record_digest: PreparedStatement,
+    select_record_id: PreparedStatement,
+    select_decision_source: PreparedStatement,
+    select_verdict_source: PreparedStatement,
+    select_coordination_source: PreparedStatement,
     select_rollout_status: PreparedStatement,
     select_checkpoint: PreparedStatement,
     select_tenants: [PreparedStatement; 3],
@@ -296,7 +306,10 @@ impl Prepared {
             insert_rollout_status: prepare(session, ks, INSERT_ROLLOUT_STATUS).await?,
             insert_record_id: prepare(session, ks, INSERT_RECORD_ID).await?,
             insert_checkpoint: prepare(session, ks, INSERT_CHECKPOINT).await?,
-            select_record_digest: prepare(session, ks, SELECT_RECORD_DIGEST).await?,
+            select_record_id: prepare(session, ks, SELECT_RECORD_ID).await?,
+            select_decision_source: prepare(session, ks, SELECT_DECISION_SOURCE).await?,
+            select_verdict_source: prepare(session, ks, SELECT_VERDICT_SOURCE).await?,
+            select_coordination_source: prepare(session, ks, SELECT_COORDINATION_SOURCE).await?,
             select_rollout_status: prepare(session, ks, SELECT_ROLLOUT_STATUS).await?,
             select_checkpoint: prepare(session, ks, SELECT_CHECKPOINT).await?,
             select_tenants: [
@@ -444,17 +457,64 @@ impl ScyllaStore {
             .map_err(|e| store_error(classify(&e), format!("{what}: {e}")))
     }
 
-    async fn stored_digest(&self, kind: &str, id: Uuid) -> Result<Option<String>, StoreError> {
+    async fn stored_id(&self, kind: &str, id: Uuid) -> Result<Option<StoredId>, StoreError> {
         let rows = self
             .execute(
-                &self.prepared.select_record_digest,
-                statements::record_digest_key(kind, id),
+                &self.prepared.select_record_id,
+                statements::record_id_key(kind, id),
                 "read of stored record ids",
             )
             .await?;
-        rows.first()
-            .map(|row| rows::content_digest(row))
-            .transpose()
+        rows.first().map(|row| rows::record_id(row)).transpose()
+    }
+
+    /// The conflict `pending` is, with the stored record's source: the earlier record's
+    /// of the call, or read from the stored record's row.
+    async fn conflict(&self, pending: &Pending<'_>) -> Result<Conflict, StoreError> {
+        let record = pending.record;
+        let stored_source = match pending.stored {
+            Stored::InCall(source) => source.clone(),
+            Stored::InStore(stored) => {
+                let select = match record {
+                    AuditRecord::Decision(_) => &self.prepared.select_decision_source,
+                    AuditRecord::Verdict { .. } => &self.prepared.select_verdict_source,
+                    AuditRecord::Coordination(_) => &self.prepared.select_coordination_source,
+                };
+                let rows = self
+                    .execute(
+                        select,
+                        statements::stored_source_key(stored, record.id()),
+                        "read of a stored record's source",
+                    )
+                    .await?;
+                // The id row is written only after the record's row is acknowledged, so
+                // the row is there; a replica that has not seen it yet (a consistency
+                // below quorum) may answer without it, and a retry asks again.
+                let row = rows.first().ok_or_else(|| {
+                    StoreError::Unavailable(format!(
+                        "scylla: stored {} {} has an id row but its record row at {}/{}/{} \
+                         was not found",
+                        record.kind(),
+                        record.id(),
+                        stored.topic,
+                        stored.partition,
+                        stored.offset
+                    ))
+                })?;
+                SourceRef {
+                    topic: stored.topic.clone(),
+                    partition: stored.partition,
+                    offset: stored.offset,
+                    event_id: rows::source_event_id(row)?,
+                }
+            }
+        };
+        Ok(Conflict {
+            id: record.id(),
+            kind: record.kind(),
+            stored_source,
+            new_source: record.source().clone(),
+        })
     }
 
     async fn page<T: DeserializeOwned>(
@@ -540,42 +600,62 @@ struct Fresh<'a> {
     digest: &'a str,
 }
 
-/// Which records of a call are new, given the digests already stored for their ids
-/// (keyed by kind and id). Walks the call in order, as the embedded store's transaction
-/// does: the first record whose id is stored (or earlier in the call) with another
-/// digest fails the whole call as a conflict; ids stored with the same digest, and
-/// repeats within the call, are replays and are left out.
-fn fresh_records<'a>(
+/// Where the copy a conflicting record meets is.
+enum Stored<'a> {
+    /// Earlier in the same call, written by it: its source is known.
+    InCall(&'a SourceRef),
+    /// In the store, as its id row says: its source event is read from its row.
+    InStore(&'a StoredId),
+}
+
+/// A record that conflicts with a stored copy, before the copy's source is known.
+struct Pending<'a> {
+    record: &'a AuditRecord,
+    stored: Stored<'a>,
+}
+
+/// What becomes of each record of a call.
+struct Plan<'a> {
+    fresh: Vec<Fresh<'a>>,
+    duplicates: usize,
+    conflicts: Vec<Pending<'a>>,
+}
+
+/// Sorts the records of a call, given the id rows already stored for their ids (keyed by
+/// kind and id). Walks the call in order, as the embedded store's transaction does: a
+/// record whose id is neither stored nor earlier in the call is fresh; one that meets a
+/// copy with the same digest is a duplicate, with another digest a conflict.
+fn plan<'a>(
     records: &'a [AuditRecord],
     digests: &'a [String],
-    stored: &HashMap<(&'static str, Uuid), String>,
-) -> Result<Vec<Fresh<'a>>, StoreError> {
-    let mut seen: HashMap<(&'static str, Uuid), &str> = HashMap::new();
-    let mut fresh = Vec::new();
+    stored: &'a HashMap<(&'static str, Uuid), StoredId>,
+) -> Plan<'a> {
+    let mut seen: HashMap<(&'static str, Uuid), (&str, &SourceRef)> = HashMap::new();
+    let mut plan = Plan {
+        fresh: Vec::new(),
+        duplicates: 0,
+        conflicts: Vec::new(),
+    };
     for (record, digest) in records.iter().zip(digests) {
         let key = (record.kind(), record.id());
-        let earlier = stored
-            .get(&key)
-            .map(String::as_str)
-            .or_else(|| seen.get(&key).copied());
+        let earlier = match (stored.get(&key), seen.get(&key)) {
+            (Some(id), _) => Some((id.digest.as_str(), Stored::InStore(id))),
+            (None, Some(&(digest, source))) => Some((digest, Stored::InCall(source))),
+            (None, None) => None,
+        };
         match earlier {
-            Some(existing) if existing != digest => {
-                return Err(StoreError::Conflict {
-                    id: record.id(),
-                    detail: format!(
-                        "a {} with this id is already stored with different content",
-                        record.kind()
-                    ),
-                })
-            }
-            Some(_) => {}
+            Some((existing, _)) if existing == digest => plan.duplicates += 1,
+            Some((_, copy)) => plan.conflicts.push(Pending {
+                record,
+                stored: copy,
+            }),
             None => {
-                seen.insert(key, digest);
-                fresh.push(Fresh { record, digest });
+                seen.insert(key, (digest, record.source()));
+                plan.fresh.push(Fresh { record, digest });
             }
         }
     }
-    Ok(fresh)
+    plan
 }
 
 /// Groups rows by table and partition, in first-seen order, into requests of at most
@@ -678,9 +758,9 @@ fn id_writes(fresh: &[Fresh<'_>], now: DateTime<Utc>) -> Vec<Write> {
 
 #[async_trait::async_trait]
 impl AuditStore for ScyllaStore {
-    async fn write(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+    async fn write(&self, records: &[AuditRecord]) -> Result<WriteOutcome, StoreError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(WriteOutcome::default());
         }
         let now = Utc::now();
         let digests = records
@@ -692,31 +772,36 @@ impl AuditStore for ScyllaStore {
             records.iter().map(|r| (r.kind(), r.id())).collect();
         keys.sort_unstable();
         keys.dedup();
-        let found =
-            try_join_all(keys.iter().map(|&(kind, id)| self.stored_digest(kind, id))).await?;
-        let stored: HashMap<(&'static str, Uuid), String> = keys
+        let found = try_join_all(keys.iter().map(|&(kind, id)| self.stored_id(kind, id))).await?;
+        let stored: HashMap<(&'static str, Uuid), StoredId> = keys
             .into_iter()
             .zip(found)
-            .filter_map(|(key, digest)| digest.map(|d| (key, d)))
+            .filter_map(|(key, id)| id.map(|id| (key, id)))
             .collect();
 
-        let fresh = fresh_records(records, &digests, &stored)?;
-        if fresh.is_empty() {
-            return Ok(());
+        let plan = plan(records, &digests, &stored);
+        let conflicts = try_join_all(plan.conflicts.iter().map(|p| self.conflict(p))).await?;
+        let outcome = WriteOutcome {
+            written: plan.fresh.len(),
+            duplicates: plan.duplicates,
+            conflicts,
+        };
+        if plan.fresh.is_empty() {
+            return Ok(outcome);
         }
         try_join_all(
-            record_writes(&fresh, now)?
+            record_writes(&plan.fresh, now)?
                 .into_iter()
                 .map(|w| self.run_write(w)),
         )
         .await?;
         try_join_all(
-            id_writes(&fresh, now)
+            id_writes(&plan.fresh, now)
                 .into_iter()
                 .map(|w| self.run_write(w)),
         )
         .await?;
-        Ok(())
+        Ok(outcome)
     }
 
     async fn rollout_status(
@@ -1200,72 +1285,97 @@ mod tests {
         fresh.iter().map(|f| f.record.id()).collect()
     }
 
+    /// The id row of `record` as stored, with `digest`.
+    fn stored_id(record: &AuditRecord, digest: &str) -> ((&'static str, Uuid), StoredId) {
+        let source = record.source();
+        (
+            (record.kind(), record.id()),
+            StoredId {
+                digest: digest.to_owned(),
+                tenant_id: record.tenant_id().to_owned(),
+                topic: source.topic.clone(),
+                partition: source.partition,
+                offset: source.offset,
+            },
+        )
+    }
+
     #[test]
-    fn new_records_are_written_and_replays_left_out() {
+    fn new_records_are_written_and_duplicates_counted() {
         let a = AuditRecord::Decision(decision("acme", 1));
         let b = verdict_record("acme", "deploy-api", 2);
         let records = vec![a.clone(), b.clone(), a.clone()];
         let d = digests(&records);
-        let fresh = fresh_records(&records, &d, &HashMap::new()).unwrap();
+        let none = HashMap::new();
+        let planned = plan(&records, &d, &none);
+        assert_eq!(ids(&planned.fresh), [a.id(), b.id()]);
         assert_eq!(
-            ids(&fresh),
-            [a.id(), b.id()],
-            "a repeat within the call is a replay"
+            planned.duplicates, 1,
+            "a repeat within the call is a duplicate"
         );
+        assert!(planned.conflicts.is_empty());
 
-        let stored = HashMap::from([(("decision", a.id()), d[0].clone())]);
-        let fresh = fresh_records(&records, &d, &stored).unwrap();
-        assert_eq!(
-            ids(&fresh),
-            [b.id()],
-            "a stored id with the same digest is a replay"
-        );
+        let stored = HashMap::from([stored_id(&a, &d[0])]);
+        let planned = plan(&records, &d, &stored);
+        assert_eq!(ids(&planned.fresh), [b.id()]);
+        assert_eq!(planned.duplicates, 2, "a stored id with the same digest");
+        assert!(planned.conflicts.is_empty());
     }
 
     #[test]
-    fn the_first_conflict_in_call_order_fails_the_call() {
+    fn conflicts_are_kept_in_call_order_and_the_rest_is_written() {
         let a = decision("acme", 1);
         let mut a2 = a.clone();
         a2.message = "other".into();
-        let b = coordination("acme", 2);
-        let mut b2 = b.clone();
+        let b = AuditRecord::Coordination(coordination("acme", 2));
+        let mut b2 = coordination("acme", 2);
         b2.reason = "other".into();
+        // A re-published event: the same id, derived again at another offset.
+        b2.source.offset = 40;
+        let c = AuditRecord::Decision(decision("acme", 3));
         let records = vec![
             AuditRecord::Decision(a.clone()),
-            AuditRecord::Coordination(b2),
+            AuditRecord::Coordination(b2.clone()),
+            c.clone(),
             AuditRecord::Decision(a2),
         ];
         let d = digests(&records);
-        let stored = HashMap::from([(
-            ("coordination", b.audit_id),
-            AuditRecord::Coordination(b.clone())
-                .content_digest()
-                .unwrap(),
-        )]);
-        match fresh_records(&records, &d, &stored) {
-            Err(StoreError::Conflict { id, detail }) => {
-                assert_eq!(id, b.audit_id);
-                assert!(detail.contains("coordination"), "{detail}");
+        let stored = HashMap::from([stored_id(&b, &b.content_digest().unwrap())]);
+        let planned = plan(&records, &d, &stored);
+        assert_eq!(ids(&planned.fresh), [a.event_id, c.id()]);
+        assert_eq!(planned.duplicates, 0);
+        let conflicts: Vec<(Uuid, &str)> = planned
+            .conflicts
+            .iter()
+            .map(|p| (p.record.id(), p.record.kind()))
+            .collect();
+        assert_eq!(
+            conflicts,
+            [(b.id(), "coordination"), (a.event_id, "decision")]
+        );
+        match &planned.conflicts[0].stored {
+            Stored::InStore(id) => {
+                assert_eq!(*id, &stored[&("coordination", b.id())]);
+                assert_eq!(id.offset, 2);
             }
-            other => panic!("expected a conflict, got {:?}", other.map(|f| ids(&f))),
+            Stored::InCall(_) => panic!("the stored copy is in the store"),
         }
-        match fresh_records(&records, &d, &HashMap::new()) {
-            Err(StoreError::Conflict { id, .. }) => assert_eq!(id, a.event_id),
-            other => panic!(
-                "expected the in-call conflict, got {:?}",
-                other.map(|f| ids(&f))
-            ),
+        match planned.conflicts[1].stored {
+            Stored::InCall(source) => assert_eq!(source, &a.source),
+            Stored::InStore(_) => panic!("the copy is the call's first version"),
         }
     }
 
     #[test]
     fn ids_are_unique_per_kind_as_in_the_record_tables() {
         let a = AuditRecord::Decision(decision("acme", 1));
-        let stored = HashMap::from([(("verdict", a.id()), "another digest".to_string())]);
+        let ((_, id), row) = stored_id(&a, "another digest");
+        let stored = HashMap::from([(("verdict", id), row)]);
         let records = vec![a.clone()];
         let d = digests(&records);
-        let fresh = fresh_records(&records, &d, &stored).unwrap();
-        assert_eq!(ids(&fresh), [a.id()]);
+        let planned = plan(&records, &d, &stored);
+        assert_eq!(ids(&planned.fresh), [a.id()]);
+        assert!(planned.conflicts.is_empty());
     }
 
     #[test]
@@ -1280,7 +1390,8 @@ mod tests {
             AuditRecord::Coordination(coordination("acme", 7)),
         ];
         let d = digests(&records);
-        let fresh = fresh_records(&records, &d, &HashMap::new()).unwrap();
+        let none = HashMap::new();
+        let fresh = plan(&records, &d, &none).fresh;
         let writes = record_writes(&fresh, at(1_000)).unwrap();
         let shape: Vec<(Target, usize)> = writes.iter().map(|w| (w.target, w.rows.len())).collect();
         assert_eq!(
@@ -1346,7 +1457,8 @@ mod tests {
         let record = AuditRecord::Decision(decision("acme", 1));
         let records = [record.clone()];
         let d = digests(&records);
-        let fresh = fresh_records(&records, &d, &HashMap::new()).unwrap();
+        let none = HashMap::new();
+        let fresh = plan(&records, &d, &none).fresh;
         let now = at(1_000);
         let ts = statements::write_timestamp(at(1), now);
         for write in record_writes(&fresh, now)

@@ -107,9 +107,35 @@ pub(crate) fn checkpoint(
     })
 }
 
-/// A record id row (content_digest).
-pub(crate) fn content_digest(row: &[Option<CqlValue>]) -> Result<String, StoreError> {
-    text(row, 0, "record id")
+/// What an id row says about the stored record with that id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredId {
+    /// [`AuditRecord::content_digest`](crate::store::AuditRecord::content_digest) of the
+    /// stored record.
+    pub(crate) digest: String,
+    /// Where its row is: its partition ...
+    pub(crate) tenant_id: String,
+    /// ... and its source position, the start of its clustering key.
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+}
+
+/// A record id row (content_digest, tenant_id, source_topic, source_partition,
+/// source_offset).
+pub(crate) fn record_id(row: &[Option<CqlValue>]) -> Result<StoredId, StoreError> {
+    Ok(StoredId {
+        digest: text(row, 0, "record id")?,
+        tenant_id: text(row, 1, "record id")?,
+        topic: text(row, 2, "record id")?,
+        partition: int(row, 3, "record id")?,
+        offset: bigint(row, 4, "record id")?,
+    })
+}
+
+/// A stored record's source row (source_event_id).
+pub(crate) fn source_event_id(row: &[Option<CqlValue>]) -> Result<Uuid, StoreError> {
+    uuid(row, 0, "record source")
 }
 
 /// A partition key row (tenant_id).
@@ -225,11 +251,42 @@ mod tests {
     }
 
     #[test]
-    fn a_record_id_row_gives_the_stored_digest() {
+    fn a_record_id_row_gives_the_stored_digest_and_position() {
         let record = AuditRecord::Decision(decision("acme", 7));
         let values = record_id_values(&record, "the-digest", 1);
-        let row = row_after(INSERT_RECORD_ID, &values, SELECT_RECORD_DIGEST);
-        assert_eq!(content_digest(&row).unwrap(), "the-digest");
+        let row = row_after(INSERT_RECORD_ID, &values, SELECT_RECORD_ID);
+        assert_eq!(
+            record_id(&row).unwrap(),
+            StoredId {
+                digest: "the-digest".into(),
+                tenant_id: "acme".into(),
+                topic: record.source().topic.clone(),
+                partition: record.source().partition,
+                offset: 7,
+            }
+        );
+    }
+
+    #[test]
+    fn a_source_row_gives_the_stored_record_source_event() {
+        for (record, select) in [
+            (
+                AuditRecord::Decision(decision("acme", 7)),
+                SELECT_DECISION_SOURCE,
+            ),
+            (
+                verdict_record("acme", "deploy-api", 7),
+                SELECT_VERDICT_SOURCE,
+            ),
+            (
+                AuditRecord::Coordination(coordination("acme", 7)),
+                SELECT_COORDINATION_SOURCE,
+            ),
+        ] {
+            let (insert, values) = insert_of(&record);
+            let row = row_after(insert, &values, select);
+            assert_eq!(source_event_id(&row).unwrap(), record.source().event_id);
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::super::cursor::Cursor;
 use super::super::{AuditRecord, Checkpoint, StoreError};
+use super::rows::StoredId;
 use crate::event::{AuditDecision, AuditVerdict, CoordinationRecord};
 use crate::gate::RolloutStatus;
 
@@ -99,9 +100,33 @@ pub(crate) const INSERT_CHECKPOINT: &str = concat!(
 // Reads.
 // ---------------------------------------------------------------------------------------
 
-/// What the write path compares a new record with.
-pub(crate) const SELECT_RECORD_DIGEST: &str =
-    "SELECT content_digest FROM {{keyspace}}.audit_record_ids WHERE id = ? AND kind = ?";
+/// What the write path compares a new record with, and where the stored record is.
+pub(crate) const SELECT_RECORD_ID: &str = concat!(
+    "SELECT content_digest, tenant_id, source_topic, source_partition, source_offset ",
+    "FROM {{keyspace}}.audit_record_ids WHERE id = ? AND kind = ?"
+);
+
+/// The source event of a stored decision, by its full primary key: read only for a new
+/// record that conflicts with it, to report both sources.
+pub(crate) const SELECT_DECISION_SOURCE: &str = concat!(
+    "SELECT source_event_id FROM {{keyspace}}.audit_decisions ",
+    "WHERE tenant_id = ? AND source_topic = ? AND source_partition = ? ",
+    "AND source_offset = ? AND event_id = ?"
+);
+
+/// As [`SELECT_DECISION_SOURCE`], for a stored verdict.
+pub(crate) const SELECT_VERDICT_SOURCE: &str = concat!(
+    "SELECT source_event_id FROM {{keyspace}}.audit_verdicts ",
+    "WHERE tenant_id = ? AND source_topic = ? AND source_partition = ? ",
+    "AND source_offset = ? AND audit_id = ?"
+);
+
+/// As [`SELECT_DECISION_SOURCE`], for a stored coordination record.
+pub(crate) const SELECT_COORDINATION_SOURCE: &str = concat!(
+    "SELECT source_event_id FROM {{keyspace}}.coordination_audit_records ",
+    "WHERE tenant_id = ? AND source_topic = ? AND source_partition = ? ",
+    "AND source_offset = ? AND audit_id = ?"
+);
 
 /// The head of the contract's partition: the verdict on the newest evidence.
 pub(crate) const SELECT_ROLLOUT_STATUS: &str = concat!(
@@ -407,9 +432,21 @@ pub(crate) fn record_id_values(record: &AuditRecord, digest: &str, write_timesta
     ]
 }
 
-/// [`SELECT_RECORD_DIGEST`]'s values.
-pub(crate) fn record_digest_key(kind: &str, id: Uuid) -> Values {
+/// [`SELECT_RECORD_ID`]'s values.
+pub(crate) fn record_id_key(kind: &str, id: Uuid) -> Values {
     vec![uuid(id), text(kind)]
+}
+
+/// The values of [`SELECT_DECISION_SOURCE`] and its siblings: the stored record's
+/// position, as its id row gives it, and its id.
+pub(crate) fn stored_source_key(stored: &StoredId, id: Uuid) -> Values {
+    vec![
+        text(&stored.tenant_id),
+        text(&stored.topic),
+        int(stored.partition),
+        bigint(stored.offset),
+        uuid(id),
+    ]
 }
 
 /// [`SELECT_ROLLOUT_STATUS`]'s values.
@@ -492,7 +529,10 @@ mod tests {
 
     fn selects() -> Vec<&'static str> {
         let mut all = vec![
-            SELECT_RECORD_DIGEST,
+            SELECT_RECORD_ID,
+            SELECT_DECISION_SOURCE,
+            SELECT_VERDICT_SOURCE,
+            SELECT_COORDINATION_SOURCE,
             SELECT_ROLLOUT_STATUS,
             SELECT_CHECKPOINT,
         ];
@@ -632,6 +672,36 @@ mod tests {
     }
 
     #[test]
+    fn a_source_read_binds_the_full_primary_key_in_key_order() {
+        for (select, table) in [
+            (SELECT_DECISION_SOURCE, "audit_decisions"),
+            (SELECT_VERDICT_SOURCE, "audit_verdicts"),
+            (SELECT_COORDINATION_SOURCE, "coordination_audit_records"),
+        ] {
+            let (partition, clustering) = primary_key(table);
+            let key: Vec<String> = partition.into_iter().chain(clustering).collect();
+            let filter = select.split(" WHERE ").nth(1).unwrap();
+            let bound: Vec<&str> = filter
+                .split(" AND ")
+                .map(|c| c.trim_end_matches(" = ?"))
+                .collect();
+            assert_eq!(bound, key, "{select}");
+        }
+        let stored = StoredId {
+            digest: "d".into(),
+            tenant_id: "acme".into(),
+            topic: "t".into(),
+            partition: 2,
+            offset: 7,
+        };
+        let id = Uuid::from_u128(5);
+        assert_eq!(
+            plain(&stored_source_key(&stored, id)),
+            plain(&vec![text("acme"), text("t"), int(2), bigint(7), uuid(id)])
+        );
+    }
+
+    #[test]
     fn listings_page_in_clustering_order_after_the_cursor() {
         for (listing, table) in [
             (&DECISIONS, "audit_decisions"),
@@ -766,7 +836,7 @@ mod tests {
         assert_eq!(set(b["kind"]), &CqlValue::Text("coordination".into()));
         assert_eq!(set(b["source_offset"]), &CqlValue::BigInt(7));
         assert_eq!(
-            plain(&record_digest_key("coordination", record.id())),
+            plain(&record_id_key("coordination", record.id())),
             plain(&vec![uuid(record.id()), text("coordination")])
         );
     }
