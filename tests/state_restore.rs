@@ -329,13 +329,19 @@ async fn counts_stay_exact_when_an_instance_crashes_and_another_restores_its_che
     let mut missing_by_partition: BTreeMap<i64, (i64, i64, usize)> = BTreeMap::new();
     for k in &missing {
         let source = &expected[*k]["source"];
-        let (p, o) = (source["partition"].as_i64().unwrap(), source["offset"].as_i64().unwrap());
+        let (p, o) = (
+            source["partition"].as_i64().unwrap(),
+            source["offset"].as_i64().unwrap(),
+        );
         let e = missing_by_partition.entry(p).or_insert((o, o, 0));
         e.0 = e.0.min(o);
         e.1 = e.1.max(o);
         e.2 += 1;
     }
-    eprintln!("second instance: {:?}; missing (partition: first, last, n): {missing_by_partition:?}", second.snapshot());
+    eprintln!(
+        "second instance: {:?}; missing (partition: first, last, n): {missing_by_partition:?}",
+        second.snapshot()
+    );
     let extra: Vec<&String> = decisions
         .keys()
         .filter(|k| !expected.contains_key(*k))
