@@ -26,6 +26,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub recipes: RecipesConfig,
     pub store: StoreConfig,
+    pub checkpoint: CheckpointConfig,
     pub gate: GateConfig,
     pub http: HttpConfig,
 }
@@ -337,6 +338,22 @@ impl<'de> Deserialize<'de> for Password {
     }
 }
 
+/// Operator-state checkpoints (SPEC §6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// How often the state of each partition is snapshotted, and a snapshot whose records
+    /// are all durable is saved. It bounds what a restarted or new owner replays: the
+    /// records after the last saved checkpoint (their outputs are duplicates, harmless).
+    pub interval_ms: u64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { interval_ms: 5_000 }
+    }
+}
+
 /// Rollout gate policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -427,6 +444,9 @@ impl Config {
             return invalid(
                 "store.retry_initial_ms must be positive and not above store.retry_max_ms".into(),
             );
+        }
+        if self.checkpoint.interval_ms == 0 {
+            return invalid("checkpoint.interval_ms must be positive".into());
         }
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return invalid("kafka.bootstrap_servers must not be empty".into());

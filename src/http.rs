@@ -61,16 +61,20 @@ async fn metrics(State(state): State<AppState>) -> Response {
 struct Readiness {
     ready: bool,
     partitions_assigned: bool,
+    /// Partitions whose checkpoint is still being loaded: not processing yet.
+    partitions_restoring: usize,
     store: String,
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let assigned = state.shared.ready.load(Ordering::Acquire);
     let store = state.store.ping().await;
-    let ready = assigned && store.is_ok();
+    let restoring = state.shared.restoring.load(Ordering::Acquire);
+    let ready = assigned && restoring == 0 && store.is_ok();
     let body = Readiness {
         ready,
         partitions_assigned: assigned,
+        partitions_restoring: restoring,
         store: store.map_or_else(|e| e.to_string(), |()| "ok".into()),
     };
     let code = if ready {

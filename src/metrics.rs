@@ -36,6 +36,10 @@ pub const REQUIRED: &[&str] = &[
     "audit_stream_offsets_committed_total",
     "audit_stream_recipes_reloads_total",
     "audit_stream_dropped_total",
+    "audit_stream_partitions_restoring",
+    "audit_stream_checkpoint_age_seconds",
+    "audit_stream_checkpoints_saved_total",
+    "audit_stream_checkpoint_errors_total",
 ];
 
 /// Installs the Prometheus recorder for this process and returns the handle that
@@ -104,6 +108,12 @@ fn register_at_zero() {
     gauge!("audit_stream_tracked_keys").set(0.0);
     gauge!("audit_stream_backpressure_active").set(0.0);
     counter!("audit_stream_dropped_total").absolute(0);
+    gauge!("audit_stream_partitions_restoring").set(0.0);
+    gauge!("audit_stream_checkpoint_age_seconds").set(0.0);
+    counter!("audit_stream_checkpoints_saved_total").absolute(0);
+    for operation in ["save", "load"] {
+        counter!("audit_stream_checkpoint_errors_total", "operation" => operation).absolute(0);
+    }
 }
 
 /// A record was read from an input topic. `kind` is the input kind or `unknown`.
@@ -294,4 +304,65 @@ pub fn recipes_reloaded(outcome: &'static str) {
 pub fn dropped(reason: &'static str, detail: &dyn std::fmt::Display) {
     tracing::error!(reason, detail = %detail, "Record dropped");
     counter!("audit_stream_dropped_total").increment(1);
+}
+
+/// Partitions whose checkpoint is being loaded before they are processed.
+pub fn partitions_restoring(count: usize) {
+    gauge!("audit_stream_partitions_restoring").set(count as f64);
+}
+
+/// A partition resumes from its checkpoint.
+pub fn partition_restored(topic: &str, partition: i32, next_offset: i64) {
+    tracing::info!(
+        topic,
+        partition,
+        next_offset,
+        "Partition restored from its checkpoint"
+    );
+}
+
+/// Loading a checkpoint failed; the partition waits and the load is retried.
+pub fn checkpoint_load_failed(topic: &str, partition: i32, error: &StoreError, delay: Duration) {
+    tracing::warn!(
+        topic,
+        partition,
+        error = %error,
+        retry_in_ms = delay.as_millis() as u64,
+        "Checkpoint load failed; the partition waits and the load is retried"
+    );
+    counter!("audit_stream_checkpoint_errors_total", "operation" => "load").increment(1);
+}
+
+/// A stored checkpoint's state cannot be read: the partition starts at its committed
+/// offset with empty state, so its counts restart. An operator must look.
+pub fn checkpoint_unreadable(topic: &str, partition: i32, error: &dyn std::fmt::Display) {
+    tracing::error!(
+        topic,
+        partition,
+        error = %error,
+        "Checkpoint state unreadable; starting at the committed offset with empty state"
+    );
+    counter!("audit_stream_checkpoint_errors_total", "operation" => "load").increment(1);
+}
+
+/// A checkpoint is durable.
+pub fn checkpoint_saved(topic: &str, partition: i32, next_offset: i64) {
+    tracing::debug!(topic, partition, next_offset, "Checkpoint saved");
+    counter!("audit_stream_checkpoints_saved_total").increment(1);
+}
+
+/// A checkpoint save failed; a later one is tried on the next interval.
+pub fn checkpoint_save_failed(topic: &str, partition: i32, error: &StoreError) {
+    tracing::warn!(
+        topic,
+        partition,
+        error = %error,
+        "Checkpoint save failed; retried on the next interval"
+    );
+    counter!("audit_stream_checkpoint_errors_total", "operation" => "save").increment(1);
+}
+
+/// Age of the oldest of the assigned partitions' last durable checkpoints.
+pub fn checkpoint_age(age: Duration) {
+    gauge!("audit_stream_checkpoint_age_seconds").set(age.as_secs_f64());
 }

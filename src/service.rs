@@ -110,7 +110,14 @@ pub async fn run(
         None
     };
 
-    let worker = Worker::new(config, operator, sink, recipes, runtime.shared.clone())?;
+    let worker = Worker::new(
+        config,
+        operator,
+        sink,
+        recipes,
+        runtime.shared.clone(),
+        runtime.store.clone(),
+    )?;
     let result = worker.run(shutdown).await;
     if let Some(task) = reloader {
         task.abort();

@@ -6,16 +6,26 @@
 //! synchronously inside the rebalance callback, before the partitions move, so the next
 //! owner starts right after the last done record. Rebalance events are forwarded to the
 //! consumer loop, which drops the state of revoked partitions before reading on.
+//!
+//! Assigned partitions start where the pipeline's [`RebalanceHook`] says (the offset of
+//! a restored checkpoint), else at the committed offset. The start offset is set in the
+//! assignment itself, before the client fetches anything: no record from another
+//! position is ever handed out, and no seek is needed (a seek races the fetcher, and
+//! some Kafka-protocol brokers answer it poorly).
 
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
+use std::sync::Arc;
+
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+    StreamConsumer,
 };
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
@@ -30,9 +40,21 @@ pub enum Assignment {
     Revoked(Vec<TopicPartition>),
 }
 
-/// Consumer context: forwards rebalances and commits on revoke.
+/// What the pipeline does when partitions come and go. Both run inside the client's
+/// rebalance callback, on the thread polling the consumer.
+pub trait RebalanceHook: Send + Sync + 'static {
+    /// Partitions are about to be assigned: the offset each starts at, in order, or
+    /// `None` for the committed offset. Returns only when the partitions can be processed.
+    fn assigning(&self, partitions: &[TopicPartition]) -> Vec<Option<i64>>;
+    /// Partitions are about to be revoked, before their offsets are committed.
+    fn revoking(&self, partitions: &[TopicPartition]);
+}
+
+/// Consumer context: forwards rebalances, sets start offsets on assign and commits on
+/// revoke.
 pub struct AuditConsumerContext {
     events: mpsc::UnboundedSender<Assignment>,
+    hook: Arc<dyn RebalanceHook>,
 }
 
 impl ClientContext for AuditConsumerContext {}
@@ -45,8 +67,62 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 }
 
 impl ConsumerContext for AuditConsumerContext {
+    /// librdkafka's default rebalance, with the start offsets of assigned partitions set
+    /// from the hook before they are assigned.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let assigned = partitions(tpl);
+                let starts = self.hook.assigning(&assigned);
+                for ((topic, partition), start) in assigned.iter().zip(starts) {
+                    if let Some(offset) = start {
+                        if let Err(error) =
+                            tpl.set_partition_offset(topic, *partition, Offset::Offset(offset))
+                        {
+                            tracing::warn!(%error, topic, partition, "Start offset not set; starting at the committed offset");
+                        }
+                    }
+                }
+                let result = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(error) = result {
+                    tracing::error!(%error, "Assignment failed");
+                }
+                self.post_rebalance(consumer, &Rebalance::Assign(tpl));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.pre_rebalance(consumer, &Rebalance::Revoke(tpl));
+                let result = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(error) = result {
+                    tracing::warn!(%error, "Unassignment failed");
+                }
+            }
+            other => {
+                let error = KafkaError::Rebalance(other.into());
+                self.post_rebalance(consumer, &Rebalance::Error(error));
+            }
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
+            self.hook.revoking(&partitions(tpl));
             // Commit what is done before the partitions move on.
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
@@ -92,6 +168,7 @@ pub struct InputConsumer {
 pub fn subscribe(
     kafka: &KafkaConfig,
     topics: &[&str],
+    hook: Arc<dyn RebalanceHook>,
 ) -> Result<(InputConsumer, mpsc::UnboundedReceiver<Assignment>), KafkaError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut config = super::base_config(kafka);
@@ -119,7 +196,7 @@ pub fn subscribe(
             kafka.prefetch_max_kbytes.to_string(),
         );
     let inner: StreamConsumer<AuditConsumerContext> =
-        config.create_with_context(AuditConsumerContext { events: tx })?;
+        config.create_with_context(AuditConsumerContext { events: tx, hook })?;
     inner.subscribe(topics)?;
     Ok((InputConsumer { inner }, rx))
 }

@@ -8,12 +8,17 @@
 //!   output is acknowledged and every derived audit record is durable.
 //! - [`sink`]: the one path by which audit records reach the store: batched, retried
 //!   with backoff, never dropped.
+//! - [`checkpoints`]: when operator state is snapshotted and when a snapshot may be
+//!   saved: only once every record it covers is done.
+//! - [`restore`]: checkpoints restored on assignment, saved on revoke.
 //! - [`worker`]: the live consumer loop.
 
+pub mod checkpoints;
 pub mod offline;
 pub mod offsets;
 pub mod operator;
 pub mod recipe_source;
+pub mod restore;
 pub mod sink;
 pub mod worker;
 

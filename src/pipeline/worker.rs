@@ -11,9 +11,14 @@
 //! `kafka.max_poll_interval_ms`. Client-side pause and resume is not used: a resumed
 //! partition has been seen never to deliver again on some Kafka-protocol brokers
 //! (Tansu 0.6), while not pulling behaves the same on every broker.
+//!
+//! State: every `checkpoint.interval_ms` the loop snapshots each partition that moved,
+//! between two records, and saves a snapshot in the background once the watermark covers
+//! it ([`super::checkpoints`]); partitions are restored on assignment and saved on revoke
+//! ([`super::restore`]) and, at shutdown, after the drain and before the final commit.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -24,7 +29,9 @@ use futures::FutureExt;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
+use super::checkpoints::{Schedule, Snapshot};
 use super::offsets::{OffsetTracker, TopicPartition};
+use super::restore::{Restorer, SaveOutcome, Saver};
 use super::sink::{Sink, SinkClosed};
 use super::{Operator, Output, PartitionState};
 use crate::config::Config;
@@ -33,7 +40,7 @@ use crate::kafka::producer::OutputProducer;
 use crate::kafka::KafkaError;
 use crate::metrics;
 use crate::record::Record;
-use crate::store::AuditRecord;
+use crate::store::{AuditRecord, AuditStore, RetryPolicy};
 use crate::validation::Recipes;
 
 /// Why the live pipeline stopped with an error.
@@ -68,6 +75,8 @@ pub struct Shared {
     pub partitions: RwLock<HashMap<TopicPartition, Arc<Mutex<PartitionState>>>>,
     /// True once the consumer has its first assignment and restored its state.
     pub ready: AtomicBool,
+    /// Partitions whose checkpoint is being loaded; not ready while any is.
+    pub restoring: AtomicUsize,
     pub stats: Mutex<RunStats>,
 }
 
@@ -110,6 +119,9 @@ pub struct Worker {
     positions: HashMap<TopicPartition, i64>,
     /// Whether the in-flight bound holds records up; for the log only.
     held: bool,
+    store: Arc<dyn AuditStore>,
+    /// Shared with the rebalance callbacks, which run while the loop waits for a record.
+    schedule: Arc<Mutex<Schedule>>,
 }
 
 impl Worker {
@@ -119,6 +131,7 @@ impl Worker {
         sink: Sink,
         recipes: watch::Receiver<Arc<Recipes>>,
         shared: Arc<Shared>,
+        store: Arc<dyn AuditStore>,
     ) -> Result<Worker, KafkaError> {
         Ok(Worker {
             producer: OutputProducer::new(&config.kafka)?,
@@ -130,6 +143,8 @@ impl Worker {
             tracker: OffsetTracker::new(),
             positions: HashMap::new(),
             held: false,
+            store,
+            schedule: Arc::new(Mutex::new(Schedule::new())),
         })
     }
 
@@ -140,8 +155,24 @@ impl Worker {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<RunStats, PipelineError> {
         let inputs = self.config.topics.inputs();
-        let (consumer, mut assignments) = consumer::subscribe(&self.config.kafka, &inputs)?;
+        let (saver, mut outcomes) =
+            Saver::new(self.store.clone(), self.config.kafka.group_id.clone());
+        let restorer = Arc::new(Restorer::new(
+            saver.clone(),
+            self.shared.clone(),
+            self.schedule.clone(),
+            RetryPolicy {
+                initial: Duration::from_millis(self.config.store.retry_initial_ms),
+                max: Duration::from_millis(self.config.store.retry_max_ms),
+                multiplier: 2.0,
+            },
+        ));
+        let (consumer, mut assignments) =
+            consumer::subscribe(&self.config.kafka, &inputs, restorer.clone())?;
         let mut in_flight = InFlight::new();
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(self.config.checkpoint.interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
             if *shutdown.borrow() {
                 break Ok(());
@@ -150,14 +181,19 @@ impl Worker {
                 biased;
                 _ = shutdown.changed() => {}
                 Some(done) = in_flight.next() => match done {
-                    Ok(done) => self.finish(&consumer, done),
+                    Ok(done) => self.finish(&consumer, &saver, done),
                     Err(error) => break Err(error),
                 },
+                Some(outcome) = outcomes.recv() => self.saved(outcome),
+                _ = tick.tick() => {
+                    self.apply_assignments(&mut assignments, &restorer);
+                    self.checkpoint(&saver);
+                }
                 message = consumer.recv(), if self.tracker.in_flight() < self.config.ingest.max_in_flight_records => {
-                    self.apply_assignments(&mut assignments);
+                    self.apply_assignments(&mut assignments, &restorer);
                     match message {
                         Ok(record) => {
-                            if let Err(error) = self.handle(&consumer, record, &mut in_flight).await {
+                            if let Err(error) = self.handle(&consumer, &saver, record, &mut in_flight).await {
                                 break Err(error);
                             }
                         }
@@ -170,7 +206,7 @@ impl Worker {
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
             while let Some(done) = in_flight.next().await {
                 match done {
-                    Ok(done) => self.finish(&consumer, done),
+                    Ok(done) => self.finish(&consumer, &saver, done),
                     Err(error) => return Err(error),
                 }
             }
@@ -183,6 +219,8 @@ impl Worker {
                 "Shutdown drain timed out; those records are replayed by the next owner"
             );
         }
+        self.apply_assignments(&mut assignments, &restorer);
+        self.save_final_checkpoints(&saver).await;
         consumer.commit_stored()?;
         self.producer.flush(Duration::from_secs(5))?;
         consumer.unsubscribe();
@@ -193,7 +231,11 @@ impl Worker {
         Ok(self.shared.snapshot())
     }
 
-    fn apply_assignments(&mut self, assignments: &mut mpsc::UnboundedReceiver<Assignment>) {
+    fn apply_assignments(
+        &mut self,
+        assignments: &mut mpsc::UnboundedReceiver<Assignment>,
+        restorer: &Restorer,
+    ) {
         while let Ok(change) = assignments.try_recv() {
             let mut partitions = self
                 .shared
@@ -204,9 +246,19 @@ impl Worker {
                 Assignment::Assigned(tps) => {
                     let recipes = self.recipes.borrow().clone();
                     for tp in tps {
-                        partitions
-                            .entry(tp)
-                            .or_insert_with(|| Arc::new(Mutex::new(PartitionState::new(&recipes))));
+                        // Restored state replaces whatever the partition had: the
+                        // checkpoint and its offset are the one truth on assignment.
+                        match restorer.take(&tp) {
+                            Some(restored) => {
+                                self.positions.insert(tp.clone(), restored.next_offset);
+                                partitions.insert(tp, Arc::new(Mutex::new(restored.state)));
+                            }
+                            None => {
+                                partitions.entry(tp).or_insert_with(|| {
+                                    Arc::new(Mutex::new(PartitionState::new(&recipes)))
+                                });
+                            }
+                        }
                     }
                     self.shared.ready.store(true, Ordering::Release);
                 }
@@ -221,9 +273,94 @@ impl Worker {
         }
     }
 
+    /// Snapshots every partition that moved since its last snapshot, and saves those
+    /// whose records are all done. Runs between two records, so each partition's state
+    /// covers exactly the records below its position.
+    fn checkpoint(&mut self, saver: &Saver) {
+        let partitions: Vec<(TopicPartition, Arc<Mutex<PartitionState>>)> = self
+            .shared
+            .partitions
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|(tp, state)| (tp.clone(), state.clone()))
+            .collect();
+        let mut schedule = lock(&self.schedule);
+        for (tp, state) in partitions {
+            let Some(&position) = self.positions.get(&tp) else {
+                continue;
+            };
+            if schedule.wants_snapshot(&tp, position) {
+                schedule.hold(&tp, snapshot(&state, position));
+            }
+        }
+        for tp in schedule.due() {
+            if let Some(snapshot) = schedule.take_save(&tp) {
+                saver.spawn(tp, snapshot);
+            }
+        }
+        if let Some(oldest) = schedule.oldest_durable() {
+            metrics::checkpoint_age((Utc::now() - oldest).to_std().unwrap_or_default());
+        }
+    }
+
+    fn saved(&mut self, outcome: SaveOutcome) {
+        let mut schedule = lock(&self.schedule);
+        let (topic, partition) = (&outcome.tp.0, outcome.tp.1);
+        match outcome.result {
+            Ok(()) => {
+                metrics::checkpoint_saved(topic, partition, outcome.snapshot.next_offset);
+                schedule.saved(&outcome.tp, outcome.snapshot.next_offset, outcome.saved_at);
+            }
+            Err(error) => {
+                metrics::checkpoint_save_failed(topic, partition, &error);
+                schedule.failed(&outcome.tp, outcome.snapshot);
+            }
+        }
+    }
+
+    /// At shutdown, after the drain: the state at each partition's position, saved if
+    /// every record below it is done (else the latest snapshot that is covered).
+    async fn save_final_checkpoints(&mut self, saver: &Saver) {
+        let partitions: Vec<(TopicPartition, Arc<Mutex<PartitionState>>)> = self
+            .shared
+            .partitions
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|(tp, state)| (tp.clone(), state.clone()))
+            .collect();
+        let mut finals = Vec::new();
+        {
+            let mut schedule = lock(&self.schedule);
+            for (tp, state) in partitions {
+                if let Some(&position) = self.positions.get(&tp) {
+                    if schedule.wants_snapshot(&tp, position) {
+                        schedule.hold(&tp, snapshot(&state, position));
+                    }
+                }
+                if let Some(snapshot) = schedule.revoke(&tp) {
+                    finals.push((tp, snapshot));
+                }
+            }
+        }
+        for (tp, snapshot) in finals {
+            let saved =
+                tokio::time::timeout(Duration::from_secs(10), saver.save(&tp, &snapshot)).await;
+            match saved {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => metrics::checkpoint_save_failed(&tp.0, tp.1, &error),
+                Err(_) => {
+                    tracing::warn!(topic = %tp.0, partition = tp.1, "Final checkpoint save timed out; the next owner replays from the last one")
+                }
+            }
+        }
+    }
+
     async fn handle(
         &mut self,
         consumer: &InputConsumer,
+        saver: &Saver,
         record: Record,
         in_flight: &mut InFlight,
     ) -> Result<(), PipelineError> {
@@ -296,7 +433,7 @@ impl Worker {
             durable,
         };
         if stored.is_none() && sends.is_empty() {
-            self.finish(consumer, done);
+            self.finish(consumer, saver, done);
         } else {
             let producer = self.producer.clone();
             in_flight.push(
@@ -316,7 +453,7 @@ impl Worker {
         Ok(())
     }
 
-    fn finish(&mut self, consumer: &InputConsumer, done: Done) {
+    fn finish(&mut self, consumer: &InputConsumer, saver: &Saver, done: Done) {
         metrics::record_done(
             done.timestamp
                 .and_then(|ts| (Utc::now() - ts).to_std().ok()),
@@ -328,6 +465,13 @@ impl Worker {
             stats.audit_records_durable += done.durable;
         }
         if let Some(watermark) = self.tracker.complete(&done.tp, done.offset) {
+            {
+                let mut schedule = lock(&self.schedule);
+                schedule.advance(&done.tp, watermark);
+                if let Some(snapshot) = schedule.take_save(&done.tp) {
+                    saver.spawn(done.tp.clone(), snapshot);
+                }
+            }
             // librdkafka commits `watermark + 1`: the next record to read.
             match consumer.store_done(&done.tp.0, done.tp.1, watermark) {
                 Ok(()) => metrics::offsets_stored(1),
@@ -389,6 +533,22 @@ impl Worker {
             metrics::record_decoded(kind);
             *stats.decoded_by_kind.entry(kind.to_string()).or_default() += 1;
         }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The partition's state as JSON, for a checkpoint at `position`.
+fn snapshot(state: &Mutex<PartitionState>, position: i64) -> Snapshot {
+    let state = lock(state);
+    Snapshot {
+        next_offset: position,
+        // Plain structs with string keys: serializing cannot fail.
+        state: serde_json::to_vec(&*state).expect("operator state serializes to JSON"),
     }
 }
 

@@ -10,6 +10,8 @@
 //! - `set_permanent(true)`: every call fails permanently (bad credentials or schema).
 //! - `stall_writes(d)`: every `write` first waits `d` on the tokio clock (a slow store),
 //!   until `stop_stalling()`.
+//! - `stall_checkpoint_loads(d)`: every `load_checkpoint` first waits `d` on the tokio
+//!   clock (a slow restore), until `stop_stalling()`.
 //!
 //! A failed call never reaches the wrapped store, so it wrote nothing, as the trait
 //! requires. A call that reaches it returns the wrapped store's [`WriteOutcome`] as it is,
@@ -31,6 +33,8 @@ pub struct Faults {
     permanent: AtomicBool,
     /// Held only to copy the value out, never across an await.
     stall: Mutex<Option<Duration>>,
+    /// Held only to copy the value out, never across an await.
+    stall_loads: Mutex<Option<Duration>>,
     write_calls: AtomicU64,
     failed_writes: AtomicU64,
     records_written: AtomicU64,
@@ -60,8 +64,21 @@ impl Faults {
         *self.stall.lock().unwrap_or_else(PoisonError::into_inner) = Some(delay);
     }
 
+    /// Delays every checkpoint load by `delay` before it runs.
+    pub fn stall_checkpoint_loads(&self, delay: Duration) {
+        *self
+            .stall_loads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(delay);
+    }
+
+    /// Stops delaying writes and checkpoint loads.
     pub fn stop_stalling(&self) {
         *self.stall.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        *self
+            .stall_loads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// Turns every fault off; the counters keep counting.
@@ -209,6 +226,14 @@ impl<S: AuditStore> AuditStore for FaultyStore<S> {
         topic: &str,
         partition: i32,
     ) -> Result<Option<Checkpoint>, StoreError> {
+        let stall = *self
+            .faults
+            .stall_loads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(delay) = stall {
+            tokio::time::sleep(delay).await;
+        }
         self.faults.outage()?;
         self.inner.load_checkpoint(group, topic, partition).await
     }

@@ -1,0 +1,234 @@
+//! Restore on assignment, save on revoke: the checkpoint side of the rebalance
+//! lifecycle (SPEC §6).
+//!
+//! On assignment each partition's checkpoint is loaded before the partition is
+//! assigned, and the partition starts at the checkpoint's `next_offset` with its
+//! state: the records between it and the committed offset are processed again, and
+//! their outputs are duplicates with the same ids. Without a checkpoint the partition
+//! starts at the committed offset with empty state. The load runs inside the client's
+//! rebalance callback, which is what guarantees that no record of the partition is
+//! processed before its state is there; on the multi-thread runtime it blocks only its
+//! own worker thread (`block_in_place`), so `/readyz` and the sink go on meanwhile.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::sync::mpsc;
+
+use super::checkpoints::{Schedule, Snapshot};
+use super::offsets::TopicPartition;
+use super::worker::Shared;
+use super::PartitionState;
+use crate::kafka::consumer::RebalanceHook;
+use crate::metrics;
+use crate::store::{AuditStore, Checkpoint, RetryPolicy, StoreError};
+
+/// A partition's state as loaded from its checkpoint.
+pub struct Restored {
+    pub next_offset: i64,
+    pub state: PartitionState,
+}
+
+/// The outcome of one checkpoint save, reported back to the consumer loop.
+pub struct SaveOutcome {
+    pub tp: TopicPartition,
+    pub snapshot: Snapshot,
+    pub saved_at: DateTime<Utc>,
+    pub result: Result<(), StoreError>,
+}
+
+/// Writes checkpoints in spawned tasks, so that the consumer loop never waits on one.
+#[derive(Clone)]
+pub struct Saver {
+    store: Arc<dyn AuditStore>,
+    group: String,
+    handle: Handle,
+    outcomes: mpsc::UnboundedSender<SaveOutcome>,
+}
+
+impl Saver {
+    pub fn new(
+        store: Arc<dyn AuditStore>,
+        group: String,
+    ) -> (Saver, mpsc::UnboundedReceiver<SaveOutcome>) {
+        let (outcomes, rx) = mpsc::unbounded_channel();
+        let saver = Saver {
+            store,
+            group,
+            handle: Handle::current(),
+            outcomes,
+        };
+        (saver, rx)
+    }
+
+    fn checkpoint(&self, tp: &TopicPartition, snapshot: &Snapshot) -> Checkpoint {
+        Checkpoint {
+            group: self.group.clone(),
+            topic: tp.0.clone(),
+            partition: tp.1,
+            next_offset: snapshot.next_offset,
+            state: snapshot.state.clone(),
+            saved_at: Utc::now(),
+        }
+    }
+
+    /// Saves `snapshot` in the background; the outcome arrives on the outcome channel.
+    pub fn spawn(&self, tp: TopicPartition, snapshot: Snapshot) {
+        let checkpoint = self.checkpoint(&tp, &snapshot);
+        let store = self.store.clone();
+        let outcomes = self.outcomes.clone();
+        self.handle.spawn(async move {
+            let result = store.save_checkpoint(&checkpoint).await;
+            let _ = outcomes.send(SaveOutcome {
+                tp,
+                snapshot,
+                saved_at: checkpoint.saved_at,
+                result,
+            });
+        });
+    }
+
+    /// Saves `snapshot` and waits for the store (shutdown: after the drain, before the
+    /// final commit).
+    pub async fn save(&self, tp: &TopicPartition, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let checkpoint = self.checkpoint(tp, snapshot);
+        self.store.save_checkpoint(&checkpoint).await?;
+        metrics::checkpoint_saved(&tp.0, tp.1, snapshot.next_offset);
+        Ok(())
+    }
+}
+
+/// The pipeline's [`RebalanceHook`]: restores checkpoints on assign, saves on revoke.
+pub struct Restorer {
+    saver: Saver,
+    shared: Arc<Shared>,
+    schedule: Arc<Mutex<Schedule>>,
+    retry: RetryPolicy,
+    /// Loaded in the rebalance callback, taken by the consumer loop when it applies the
+    /// assignment (before it processes any record of the partition).
+    restored: Mutex<HashMap<TopicPartition, Restored>>,
+}
+
+impl Restorer {
+    pub fn new(
+        saver: Saver,
+        shared: Arc<Shared>,
+        schedule: Arc<Mutex<Schedule>>,
+        retry: RetryPolicy,
+    ) -> Restorer {
+        Restorer {
+            saver,
+            shared,
+            schedule,
+            retry,
+            restored: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The state restored for `tp` by the last assignment, if it had a checkpoint.
+    pub fn take(&self, tp: &TopicPartition) -> Option<Restored> {
+        lock(&self.restored).remove(tp)
+    }
+
+    /// Loads a checkpoint, retrying while the store fails: starting without it would
+    /// make the partition's counts wrong, so the partition waits (and `/readyz` says so).
+    async fn load(&self, tp: &TopicPartition) -> Option<Checkpoint> {
+        let mut attempt = 0u32;
+        loop {
+            match self
+                .saver
+                .store
+                .load_checkpoint(&self.saver.group, &tp.0, tp.1)
+                .await
+            {
+                Ok(checkpoint) => return checkpoint,
+                Err(error) => {
+                    let delay = self.retry.delay(attempt);
+                    metrics::checkpoint_load_failed(&tp.0, tp.1, &error, delay);
+                    tokio::time::sleep(delay).await;
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    fn restore(&self, tp: &TopicPartition) -> Option<i64> {
+        let checkpoint = block_on(&self.saver.handle, self.load(tp))?;
+        let state: PartitionState = match serde_json::from_slice(&checkpoint.state) {
+            Ok(state) => state,
+            Err(error) => {
+                metrics::checkpoint_unreadable(&tp.0, tp.1, &error);
+                return None;
+            }
+        };
+        lock(&self.schedule).restored(tp, checkpoint.next_offset, checkpoint.saved_at);
+        lock(&self.restored).insert(
+            tp.clone(),
+            Restored {
+                next_offset: checkpoint.next_offset,
+                state,
+            },
+        );
+        metrics::partition_restored(&tp.0, tp.1, checkpoint.next_offset);
+        Some(checkpoint.next_offset)
+    }
+}
+
+impl RebalanceHook for Restorer {
+    fn assigning(&self, partitions: &[TopicPartition]) -> Vec<Option<i64>> {
+        let restoring = &self.shared.restoring;
+        metrics::partitions_restoring(
+            restoring.fetch_add(partitions.len(), Ordering::AcqRel) + partitions.len(),
+        );
+        partitions
+            .iter()
+            .map(|tp| {
+                let start = self.restore(tp);
+                metrics::partitions_restoring(restoring.fetch_sub(1, Ordering::AcqRel) - 1);
+                start
+            })
+            .collect()
+    }
+
+    fn revoking(&self, partitions: &[TopicPartition]) {
+        // Only a snapshot whose records are all done is saved; what is still in flight is
+        // processed again by the next owner. Not waited for: every checkpoint is exact for
+        // its offset and the store keeps only forward moves, so it may land at any time.
+        let mut schedule = lock(&self.schedule);
+        for tp in partitions {
+            if let Some(snapshot) = schedule.revoke(tp) {
+                self.saver.spawn(tp.clone(), snapshot);
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Runs `future` to completion from synchronous code running on the runtime (the
+/// client's callbacks). On a current-thread runtime (tests, tools) it runs on a helper
+/// thread, where a future that needs that runtime's timers or I/O would never finish:
+/// the service runs on the multi-thread runtime.
+fn block_on<F>(handle: &Handle, future: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    match handle.runtime_flavor() {
+        RuntimeFlavor::CurrentThread => std::thread::scope(|scope| {
+            scope
+                .spawn(|| handle.block_on(future))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        }),
+        _ => tokio::task::block_in_place(|| handle.block_on(future)),
+    }
+}

@@ -1,0 +1,454 @@
+//! Operator state across a crash, on a real broker (Tansu; librdkafka's mock cluster
+//! with `AUDIT_STREAM_TEST_BROKER=mock`): a service instance dies mid-run, a new one of
+//! the same group restores each partition's checkpoint, and every decision (BLOCK ones
+//! depend on exact counts) equals the offline oracle's.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use audit_stream::config::Config;
+use audit_stream::gate::GatePolicy;
+use audit_stream::http::{router, AppState};
+use audit_stream::pipeline::worker::Shared;
+use audit_stream::pipeline::{Operator, PartitionState};
+use audit_stream::record::Record;
+use audit_stream::service::{self, Runtime};
+use audit_stream::store::{AuditStore, EmbeddedStore, FaultyStore};
+use audit_stream::validation::Recipes;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use chrono::Utc;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
+use support::{committed_partitions, read_topics, unique, Tansu};
+use tokio::sync::watch;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+const RECORDS: usize = 6_000;
+const PARTITIONS: i32 = 3;
+/// Two failures pass, the third blocks, a success resets: every BLOCK depends on the
+/// exact count of its key.
+const RECIPES: &str = "audit:\n  threshold_max: 2\n  threshold_min: 2\n  reset_on_success: true\nprocess_recipes:\n  p_transfer:\n    inputs:\n      - { field: amount, min: 100 }\n";
+
+/// Tansu, or librdkafka's mock cluster with `AUDIT_STREAM_TEST_BROKER=mock`.
+enum Broker {
+    Tansu(Tansu),
+    Mock(audit_stream::kafka::mock::EmbeddedKafka),
+}
+
+impl Broker {
+    fn start() -> Broker {
+        match std::env::var("AUDIT_STREAM_TEST_BROKER").as_deref() {
+            Ok("mock") => {
+                Broker::Mock(audit_stream::kafka::mock::EmbeddedKafka::start().expect("mock"))
+            }
+            _ => Broker::Tansu(Tansu::start()),
+        }
+    }
+    fn bootstrap(&self) -> String {
+        match self {
+            Broker::Tansu(t) => t.bootstrap(),
+            Broker::Mock(m) => m.bootstrap_servers(),
+        }
+    }
+    fn create_topic(&self, name: &str, partitions: u32) {
+        match self {
+            Broker::Tansu(t) => t.create_topic(name, partitions),
+            Broker::Mock(m) => m.create_topic(name, partitions as i32).expect("topic"),
+        }
+    }
+}
+
+fn event(i: usize) -> (String, Vec<u8>) {
+    let tenant = format!("t{}", i % 12);
+    let value = serde_json::json!({
+        "schema_version": 1,
+        "event_id": Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("restore-{i}").as_bytes()),
+        "tenant_id": tenant,
+        "occurred_at": "2026-11-01T10:00:00Z",
+        "process": "p_transfer",
+        "phase": "input",
+        // Runs of failures of varying length between successes.
+        "values": {"amount": if (i / 12) % 5 == 4 || (i / 12) % 11 == 7 { 500 } else { 7 }}
+    });
+    (
+        format!("{tenant}:p_transfer"),
+        serde_json::to_vec(&value).expect("json"),
+    )
+}
+
+fn config(broker: &Broker, dir: &std::path::Path) -> Config {
+    let recipes_path = dir.join("recipes.yaml");
+    std::fs::write(&recipes_path, RECIPES).expect("recipes");
+    let mut config = Config::default();
+    config.kafka.bootstrap_servers = broker.bootstrap();
+    config.kafka.group_id = unique("restore");
+    config.kafka.commit_interval_ms = 200;
+    config.kafka.session_timeout_ms = 6_000;
+    config.topics.validation = unique("validation");
+    config.topics.execution = unique("execution");
+    config.topics.coordination = unique("coordination");
+    config.topics.decisions = unique("decisions");
+    config.topics.verdicts = unique("verdicts");
+    config.topics.dlq = unique("dlq");
+    config.recipes.path = Some(recipes_path);
+    config.checkpoint.interval_ms = 200;
+    config.store.retry_max_ms = 500;
+    broker.create_topic(&config.topics.validation, PARTITIONS as u32);
+    for t in [&config.topics.execution, &config.topics.coordination] {
+        broker.create_topic(t, 1);
+    }
+    for t in config.topics.outputs() {
+        broker.create_topic(t, 1);
+    }
+    config
+}
+
+/// Produces the records and returns them as the broker placed them.
+async fn produce(config: &Config) -> Vec<Record> {
+    let records: Vec<Record> = (0..RECORDS)
+        .map(|i| {
+            let (key, payload) = event(i);
+            Record {
+                topic: config.topics.validation.clone(),
+                partition: 0,
+                offset: i as i64,
+                key: Some(key.into_bytes()),
+                payload,
+                timestamp: None,
+            }
+        })
+        .collect();
+    audit_stream::produce::publish(&config.kafka, "restore records", &records)
+        .await
+        .expect("produce");
+    let placed = read_topics(
+        &config.kafka.bootstrap_servers,
+        &[(config.topics.validation.as_str(), PARTITIONS)],
+        RECORDS,
+        Duration::from_secs(60),
+    );
+    assert_eq!(placed.len(), RECORDS);
+    let mut inputs: Vec<Record> = placed
+        .iter()
+        .map(|r| Record {
+            topic: r.topic.clone(),
+            partition: r.partition,
+            offset: r.offset,
+            key: r.key.clone().map(String::into_bytes),
+            payload: serde_json::to_vec(&r.value).expect("json"),
+            timestamp: None,
+        })
+        .collect();
+    inputs.sort_by_key(|r| (r.partition, r.offset));
+    inputs
+}
+
+/// The decisions the offline operator derives, run per input partition, by event id.
+fn oracle(config: &Config, inputs: &[Record]) -> BTreeMap<String, Value> {
+    let recipes = Recipes::parse(RECIPES).expect("recipes");
+    let operator = Operator::new(config).expect("operator");
+    let mut states: HashMap<i32, PartitionState> = HashMap::new();
+    let mut out = BTreeMap::new();
+    for record in inputs {
+        let state = states
+            .entry(record.partition)
+            .or_insert_with(|| PartitionState::new(&recipes));
+        for output in operator.process(record, &recipes, state, Utc::now()) {
+            if let Some(p) = output.publication(operator.topics()) {
+                if p.topic == config.topics.decisions {
+                    let value: Value = serde_json::from_slice(&p.payload).expect("json");
+                    out.insert(value["event_id"].as_str().expect("id").to_string(), value);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Reads the decisions topic until `expected` distinct event ids are seen (or the
+/// timeout), asserting that every copy of a decision has the same content.
+fn read_decisions(
+    bootstrap: &str,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> BTreeMap<String, Value> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("offset");
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + timeout;
+    let mut seen: BTreeMap<String, Value> = BTreeMap::new();
+    while seen.len() < expected && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let value: Value =
+                serde_json::from_slice(m.payload().unwrap_or_default()).expect("json");
+            let id = value["event_id"].as_str().expect("id").to_string();
+            if let Some(earlier) = seen.get(&id) {
+                assert_eq!(
+                    earlier, &value,
+                    "decision {id} published twice with different content"
+                );
+            } else {
+                seen.insert(id, value);
+            }
+        }
+    }
+    seen
+}
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_stay_exact_when_an_instance_crashes_and_another_restores_its_checkpoints() {
+    init_logs();
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config(&broker, dir.path());
+    // Small in-flight bound and a slow store: the first instance is mid-run when it dies.
+    config.ingest.max_in_flight_records = 100;
+    let inputs = produce(&config).await;
+    let expected = oracle(&config, &inputs);
+    let blocks = expected
+        .values()
+        .filter(|d| d["decision"] == "BLOCK")
+        .count();
+    assert!(blocks > 500, "the run has many BLOCK decisions: {blocks}");
+
+    let embedded = EmbeddedStore::open(&dir.path().join("store.db")).expect("store");
+    let first_store = Arc::new(FaultyStore::new(embedded.clone()));
+    let faults = first_store.faults();
+    faults.stall_writes(Duration::from_millis(20));
+    let first = Arc::new(Shared::default());
+    let (_stop_first, shutdown) = watch::channel(false);
+    let service = tokio::spawn(service::run(
+        config.clone(),
+        Runtime {
+            store: first_store.clone() as Arc<dyn AuditStore>,
+            metrics: None,
+            shared: first.clone(),
+            serve_http: false,
+        },
+        shutdown,
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let checkpoints = loop {
+        assert!(
+            Instant::now() < deadline,
+            "first instance made no progress: {:?}",
+            first.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut saved = Vec::new();
+        for p in 0..PARTITIONS {
+            if let Some(c) = embedded
+                .load_checkpoint(&config.kafka.group_id, &config.topics.validation, p)
+                .await
+                .expect("load")
+            {
+                saved.push((p, c.next_offset));
+            }
+        }
+        if first.snapshot().records_done >= (RECORDS / 3) as u64 && !saved.is_empty() {
+            break saved;
+        }
+    };
+    // Crash: the store goes away with the process, nothing of the graceful path runs.
+    faults.set_down(true);
+    service.abort();
+    let _ = service.await;
+    let done_by_first = first.snapshot().records_done;
+    assert!(
+        done_by_first < RECORDS as u64,
+        "the first instance died mid-run"
+    );
+    let partitions: Vec<(&str, i32)> = (0..PARTITIONS)
+        .map(|p| (config.topics.validation.as_str(), p))
+        .collect();
+    let committed = committed_partitions(&broker.bootstrap(), &config.kafka.group_id, &partitions);
+    eprintln!(
+        "at the crash: done {done_by_first}, checkpoints {checkpoints:?}, committed {committed:?}"
+    );
+
+    let second = Arc::new(Shared::default());
+    let (stop, shutdown) = watch::channel(false);
+    let service = tokio::spawn(service::run(
+        config.clone(),
+        Runtime {
+            store: Arc::new(embedded.clone()) as Arc<dyn AuditStore>,
+            metrics: None,
+            shared: second.clone(),
+            serve_http: false,
+        },
+        shutdown,
+    ));
+    let decisions = read_decisions(
+        &broker.bootstrap(),
+        &config.topics.decisions,
+        expected.len(),
+        Duration::from_secs(60),
+    );
+    // Everything the second instance read is done before it stops.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while second.snapshot().records_done < second.snapshot().records_in {
+        assert!(Instant::now() < deadline, "second instance did not settle");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(true);
+    service
+        .await
+        .expect("join")
+        .expect("second instance stops cleanly");
+
+    let missing: Vec<&String> = expected
+        .keys()
+        .filter(|k| !decisions.contains_key(*k))
+        .collect();
+    let mut missing_by_partition: BTreeMap<i64, (i64, i64, usize)> = BTreeMap::new();
+    for k in &missing {
+        let source = &expected[*k]["source"];
+        let (p, o) = (
+            source["partition"].as_i64().unwrap(),
+            source["offset"].as_i64().unwrap(),
+        );
+        let e = missing_by_partition.entry(p).or_insert((o, o, 0));
+        e.0 = e.0.min(o);
+        e.1 = e.1.max(o);
+        e.2 += 1;
+    }
+    eprintln!(
+        "second instance: {:?}; missing (partition: first, last, n): {missing_by_partition:?}",
+        second.snapshot()
+    );
+    let extra: Vec<&String> = decisions
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} decisions missing, {} not in the oracle (first: {:?} / {:?})",
+        missing.len(),
+        extra.len(),
+        missing.first().map(|k| &expected[*k]),
+        extra.first().map(|k| &decisions[*k])
+    );
+    for (id, want) in &expected {
+        assert_eq!(
+            &decisions[id], want,
+            "decision {id} differs from the oracle"
+        );
+    }
+    // The second instance resumed from the checkpoints, not from the start.
+    assert!(
+        second.snapshot().records_in < RECORDS as u64,
+        "the second instance restored state instead of reprocessing everything: {:?}",
+        second.snapshot()
+    );
+    // And it saved checkpoints up to the end of every partition.
+    for p in 0..PARTITIONS {
+        let end = inputs.iter().filter(|r| r.partition == p).count() as i64;
+        let saved = embedded
+            .load_checkpoint(&config.kafka.group_id, &config.topics.validation, p)
+            .await
+            .expect("load")
+            .map(|c| c.next_offset);
+        if end > 0 {
+            assert_eq!(saved, Some(end), "final checkpoint of partition {p}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_false_and_nothing_is_processed_while_partitions_restore() {
+    init_logs();
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config(&broker, dir.path());
+    produce(&config).await;
+    let store = Arc::new(FaultyStore::new(EmbeddedStore::in_memory().expect("store")));
+    let faults = store.faults();
+    faults.stall_checkpoint_loads(Duration::from_secs(1));
+    let shared = Arc::new(Shared::default());
+    let (stop, shutdown) = watch::channel(false);
+    let service = tokio::spawn(service::run(
+        config.clone(),
+        Runtime {
+            store: store.clone() as Arc<dyn AuditStore>,
+            metrics: None,
+            shared: shared.clone(),
+            serve_http: false,
+        },
+        shutdown,
+    ));
+    let state = AppState {
+        store: store.clone() as Arc<dyn AuditStore>,
+        shared: shared.clone(),
+        metrics: None,
+        gate: GatePolicy {
+            freshness: chrono::Duration::days(1),
+        },
+    };
+    let readyz = || async {
+        let response = router(state.clone())
+            .oneshot(
+                Request::get("/readyz")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        (
+            status,
+            serde_json::from_slice::<Value>(&bytes).expect("json"),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while shared.restoring.load(Ordering::Acquire) == 0 {
+        assert!(Instant::now() < deadline, "no partition was assigned");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, body) = readyz().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body["partitions_restoring"].as_u64() > Some(0), "{body}");
+    assert_eq!(shared.snapshot().records_in, 0, "processed before restore");
+
+    faults.stop_stalling();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = readyz().await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(shared.restoring.load(Ordering::Acquire), 0);
+    let _ = stop.send(true);
+    service.await.expect("join").expect("stops cleanly");
+}
