@@ -53,6 +53,9 @@ pub struct KafkaConfig {
     pub max_poll_interval_ms: u32,
     /// Upper bound of records the client prefetches per partition while not pulled.
     pub prefetch_max_kbytes: u32,
+    /// How often the client reports its statistics, from which consumer lag per
+    /// partition is exported.
+    pub statistics_interval_ms: u32,
     /// Decisions, verdicts and offsets in one Kafka transaction (needs a broker with
     /// transaction support); otherwise at-least-once with an idempotent producer.
     pub exactly_once: bool,
@@ -74,6 +77,7 @@ impl Default for KafkaConfig {
             auto_offset_reset: "earliest".into(),
             max_poll_interval_ms: 900_000,
             prefetch_max_kbytes: 16_384,
+            statistics_interval_ms: 5_000,
             exactly_once: false,
             properties: BTreeMap::new(),
         }

@@ -91,6 +91,7 @@ pub async fn run() -> Result<DemoReport, DemoError> {
     config.kafka.bootstrap_servers = kafka.bootstrap_servers();
     config.kafka.group_id = "audit-stream-demo".into();
     config.kafka.commit_interval_ms = 200;
+    config.kafka.statistics_interval_ms = 500;
     config.recipes.path = Some(recipes_path);
     for topic in config.topics.inputs() {
         kafka.create_topic(topic, 3)?;

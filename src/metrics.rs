@@ -33,6 +33,8 @@ pub const REQUIRED: &[&str] = &[
     "audit_stream_end_to_end_latency_seconds",
     "audit_stream_tracked_keys",
     "audit_stream_backpressure_active",
+    "audit_stream_consumer_lag_records",
+    "audit_stream_consumer_lag_seconds",
     "audit_stream_offsets_committed_total",
     "audit_stream_recipes_reloads_total",
     "audit_stream_dropped_total",
@@ -107,6 +109,7 @@ fn register_at_zero() {
     }
     gauge!("audit_stream_tracked_keys").set(0.0);
     gauge!("audit_stream_backpressure_active").set(0.0);
+    gauge!("audit_stream_consumer_lag_seconds").set(0.0);
     counter!("audit_stream_dropped_total").absolute(0);
     gauge!("audit_stream_partitions_restoring").set(0.0);
     gauge!("audit_stream_checkpoint_age_seconds").set(0.0);
@@ -216,6 +219,8 @@ pub fn output_delivery_failed(role: &'static str, error: &dyn std::fmt::Display)
 pub fn record_done(latency: Option<Duration>) {
     if let Some(latency) = latency {
         histogram!("audit_stream_end_to_end_latency_seconds").record(latency.as_secs_f64());
+        // How far behind its input the pipeline is: the age of the record just done.
+        gauge!("audit_stream_consumer_lag_seconds").set(latency.as_secs_f64());
     }
 }
 
@@ -270,6 +275,21 @@ pub fn store_write_failed(error: &StoreError, attempt: u32, delay: Duration) {
 pub fn store_failed_permanently(error: &StoreError) {
     tracing::error!(error = %error, "Store write failed permanently; stopping");
     counter!("audit_stream_store_write_errors_total", "kind" => "permanent").increment(1);
+}
+
+/// Records of an input partition not yet done (high watermark minus stored offset).
+pub fn consumer_lag(kind: &'static str, partition: i32, records: i64) {
+    gauge!(
+        "audit_stream_consumer_lag_records",
+        "kind" => kind,
+        "partition" => partition.to_string()
+    )
+    .set(records as f64);
+}
+
+/// No input partition has records waiting: the pipeline is not behind.
+pub fn consumer_caught_up() {
+    gauge!("audit_stream_consumer_lag_seconds").set(0.0);
 }
 
 /// The in-flight bound started (`held`) or stopped holding consumption up.

@@ -134,6 +134,7 @@ pub async fn run(
                 crate::pipeline::sink::SinkClosed,
             ))),
         },
+        Err(PipelineError::Store(error)) => Err(ServiceError::Store(error)),
         Err(error) => Err(error.into()),
     }
 }

@@ -24,12 +24,14 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
 use crate::config::KafkaConfig;
+use crate::metrics;
 use crate::pipeline::offsets::TopicPartition;
 use crate::record::Record;
 
@@ -55,9 +57,38 @@ pub trait RebalanceHook: Send + Sync + 'static {
 pub struct AuditConsumerContext {
     events: mpsc::UnboundedSender<Assignment>,
     hook: Arc<dyn RebalanceHook>,
+    /// Input topic → its kind, the metric label of its lag.
+    kinds: Vec<(String, &'static str)>,
 }
 
-impl ClientContext for AuditConsumerContext {}
+impl ClientContext for AuditConsumerContext {
+    /// Consumer lag per assigned partition, from librdkafka's statistics: the high
+    /// watermark minus the offset stored for commit (the records not yet done).
+    fn stats(&self, statistics: Statistics) {
+        let mut total = 0;
+        for (topic, t) in &statistics.topics {
+            let Some(kind) = self
+                .kinds
+                .iter()
+                .find(|(name, _)| name == topic)
+                .map(|(_, k)| *k)
+            else {
+                continue;
+            };
+            for (partition, p) in &t.partitions {
+                // -1 is librdkafka's internal "unassigned" partition.
+                if *partition < 0 || !p.desired || p.consumer_lag_stored < 0 {
+                    continue;
+                }
+                metrics::consumer_lag(kind, *partition, p.consumer_lag_stored);
+                total += p.consumer_lag_stored;
+            }
+        }
+        if total == 0 {
+            metrics::consumer_caught_up();
+        }
+    }
+}
 
 fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     tpl.elements()
@@ -167,7 +198,7 @@ pub struct InputConsumer {
 /// which assignment changes arrive.
 pub fn subscribe(
     kafka: &KafkaConfig,
-    topics: &[&str],
+    topics: &[(&str, &'static str)],
     hook: Arc<dyn RebalanceHook>,
 ) -> Result<(InputConsumer, mpsc::UnboundedReceiver<Assignment>), KafkaError> {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -194,10 +225,21 @@ pub fn subscribe(
         .set(
             "queued.max.messages.kbytes",
             kafka.prefetch_max_kbytes.to_string(),
+        )
+        // Consumer lag metrics come from the client's statistics.
+        .set(
+            "statistics.interval.ms",
+            kafka.statistics_interval_ms.to_string(),
         );
+    let kinds = topics.iter().map(|(t, k)| (t.to_string(), *k)).collect();
     let inner: StreamConsumer<AuditConsumerContext> =
-        config.create_with_context(AuditConsumerContext { events: tx, hook })?;
-    inner.subscribe(topics)?;
+        config.create_with_context(AuditConsumerContext {
+            events: tx,
+            hook,
+            kinds,
+        })?;
+    let names: Vec<&str> = topics.iter().map(|(t, _)| *t).collect();
+    inner.subscribe(&names)?;
     Ok((InputConsumer { inner }, rx))
 }
 

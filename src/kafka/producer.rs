@@ -60,6 +60,20 @@ impl OutputProducer {
         }
     }
 
+    /// Enqueues an output; see [`OutputProducer::enqueue`].
+    pub async fn enqueue_publication(
+        &self,
+        publication: &Publication,
+    ) -> Result<DeliveryFuture, KafkaError> {
+        self.enqueue(
+            &publication.topic,
+            publication.key.as_deref().map(str::as_bytes),
+            &publication.payload,
+            None,
+        )
+        .await
+    }
+
     /// Sends `publication` and waits until the broker acknowledges it, sending again
     /// after a delivery error (the idempotent producer makes a resend harmless).
     /// Returns an error only when the producer hit a fatal error.
@@ -86,14 +100,7 @@ impl OutputProducer {
             }
             metrics::output_delivery_failed(role, &error);
             tokio::time::sleep(Duration::from_millis(100)).await;
-            pending = self
-                .enqueue(
-                    &publication.topic,
-                    publication.key.as_deref().map(str::as_bytes),
-                    &publication.payload,
-                    None,
-                )
-                .await?;
+            pending = self.enqueue_publication(publication).await?;
         }
     }
 

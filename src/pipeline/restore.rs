@@ -111,6 +111,9 @@ pub struct Restorer {
     /// Loaded in the rebalance callback, taken by the consumer loop when it applies the
     /// assignment (before it processes any record of the partition).
     restored: Mutex<HashMap<TopicPartition, Restored>>,
+    /// A permanent store error met while restoring: the consumer loop stops the service
+    /// with it before processing another record.
+    fatal: Mutex<Option<StoreError>>,
 }
 
 impl Restorer {
@@ -126,7 +129,13 @@ impl Restorer {
             schedule,
             retry,
             restored: Mutex::new(HashMap::new()),
+            fatal: Mutex::new(None),
         }
+    }
+
+    /// The permanent store error met while restoring, if any (taken: the loop stops on it).
+    pub fn fatal(&self) -> Option<StoreError> {
+        lock(&self.fatal).take()
     }
 
     /// The state restored for `tp` by the last assignment, if it had a checkpoint.
@@ -136,6 +145,7 @@ impl Restorer {
 
     /// Loads a checkpoint, retrying while the store fails: starting without it would
     /// make the partition's counts wrong, so the partition waits (and `/readyz` says so).
+    /// A permanent error is kept for the consumer loop, which stops the service with it.
     async fn load(&self, tp: &TopicPartition) -> Option<Checkpoint> {
         let mut attempt = 0u32;
         loop {
@@ -146,6 +156,11 @@ impl Restorer {
                 .await
             {
                 Ok(checkpoint) => return checkpoint,
+                Err(error) if !error.is_retryable() => {
+                    metrics::store_failed_permanently(&error);
+                    *lock(&self.fatal) = Some(error);
+                    return None;
+                }
                 Err(error) => {
                     let delay = self.retry.delay(attempt);
                     metrics::checkpoint_load_failed(&tp.0, tp.1, &error, delay);

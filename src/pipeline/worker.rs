@@ -40,6 +40,7 @@ use crate::kafka::producer::OutputProducer;
 use crate::kafka::KafkaError;
 use crate::metrics;
 use crate::record::Record;
+use crate::store::StoreError;
 use crate::store::{AuditRecord, AuditStore, RetryPolicy};
 use crate::validation::Recipes;
 
@@ -50,6 +51,8 @@ pub enum PipelineError {
     Kafka(#[from] KafkaError),
     #[error("{0}")]
     Sink(#[from] SinkClosed),
+    #[error("store: {0}")]
+    Store(StoreError),
 }
 
 /// Counts of one run, for the demo summary and tests.
@@ -154,7 +157,12 @@ impl Worker {
         mut self,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<RunStats, PipelineError> {
-        let inputs = self.config.topics.inputs();
+        let topics = &self.config.topics;
+        let inputs = [
+            (topics.validation.as_str(), "validation"),
+            (topics.execution.as_str(), "execution"),
+            (topics.coordination.as_str(), "coordination"),
+        ];
         let (saver, mut outcomes) =
             Saver::new(self.store.clone(), self.config.kafka.group_id.clone());
         let restorer = Arc::new(Restorer::new(
@@ -191,6 +199,9 @@ impl Worker {
                 }
                 message = consumer.recv(), if self.tracker.in_flight() < self.config.ingest.max_in_flight_records => {
                     self.apply_assignments(&mut assignments, &restorer);
+                    if let Some(error) = restorer.fatal() {
+                        break Err(PipelineError::Store(error));
+                    }
                     match message {
                         Ok(record) => {
                             if let Err(error) = self.handle(&consumer, &saver, record, &mut in_flight).await {
@@ -413,15 +424,7 @@ impl Worker {
         let mut sends = Vec::new();
         for output in &outputs {
             if let Some(publication) = output.publication(self.operator.topics()) {
-                let delivery = self
-                    .producer
-                    .enqueue(
-                        &publication.topic,
-                        publication.key.as_deref().map(str::as_bytes),
-                        &publication.payload,
-                        None,
-                    )
-                    .await?;
+                let delivery = self.producer.enqueue_publication(&publication).await?;
                 sends.push((publication, output_role(output), delivery));
             }
         }
