@@ -56,8 +56,9 @@ pub struct KafkaConfig {
     /// How often the client reports its statistics, from which consumer lag per
     /// partition is exported.
     pub statistics_interval_ms: u32,
-    /// Decisions, verdicts and offsets in one Kafka transaction (needs a broker with
-    /// transaction support); otherwise at-least-once with an idempotent producer.
+    /// Decisions, verdicts and offsets in one Kafka transaction. Not available in this
+    /// release: `true` is rejected at start. Outputs are at-least-once with an
+    /// idempotent producer and deterministic ids, so a duplicate carries the same id.
     pub exactly_once: bool,
     /// Extra librdkafka properties for both clients: security (`security.protocol`,
     /// `sasl.mechanisms`, `sasl.username`, `sasl.password`, `ssl.ca.location`, …) and
@@ -452,6 +453,13 @@ impl Config {
         if self.checkpoint.interval_ms == 0 {
             return invalid("checkpoint.interval_ms must be positive".into());
         }
+        if self.kafka.exactly_once {
+            return invalid(
+                "kafka.exactly_once = true is not available in this release; outputs are \
+                 at-least-once with deterministic ids (see ARCHITECTURE.md)"
+                    .into(),
+            );
+        }
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return invalid("kafka.bootstrap_servers must not be empty".into());
         }
@@ -515,6 +523,14 @@ mod tests {
         writeln!(file, "[topics]\ndlq = \"audit.decisions.v1\"").unwrap();
         let err = Config::load_with(Some(file.path()), no_env()).expect_err("duplicate");
         assert!(err.to_string().contains("configured twice"), "{err}");
+    }
+
+    #[test]
+    fn exactly_once_is_rejected_until_it_is_available() {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(file, "[kafka]\nexactly_once = true").unwrap();
+        let err = Config::load_with(Some(file.path()), no_env()).expect_err("rejected");
+        assert!(err.to_string().contains("exactly_once"), "{err}");
     }
 
     #[test]
