@@ -10,6 +10,8 @@
 //! - [`record`]: a Kafka record as the pipeline sees it, and the JSON Lines record files.
 //! - [`decode`]: record → typed input event, or a dead letter with its error class.
 //! - [`event`]: wire types of every input and output event, and deterministic ids.
+//! - [`schema`]: the JSON Schemas of those events, compiled once, checked at ingest.
+//! - [`canonical`]: canonical JSON and SHA-256, for evidence digests.
 //! - [`validation`]: Theus recipes, rule checks, failure counters and the ring log.
 //! - [`contract`]: the seven-check contract audit and its verdict.
 //! - [`coordination`]: coordination decisions kept as audit records.
@@ -19,6 +21,7 @@
 //! - [`kafka`]: consumer and producer; nothing else touches rdkafka.
 //! - [`store`]: the one write path of audit records.
 //! - [`config`], [`metrics`], [`http`], [`telemetry`]: running it.
+//! - [`cli`], [`service`], [`produce`], [`demo`]: the commands of the binary.
 //!
 //! `event`, `decode`, `validation`, `contract`, `coordination` and `gate` are pure: no
 //! I/O, no clock, outputs returned as values.

@@ -11,6 +11,7 @@
 //! - [`checkpoints`]: when operator state is snapshotted and when a snapshot may be
 //!   saved: only once every record it covers is done.
 //! - [`restore`]: checkpoints restored on assignment, saved on revoke.
+//! - [`recipe_source`]: the recipes in force, reloaded from their file.
 //! - [`worker`]: the live consumer loop.
 
 pub mod checkpoints;
