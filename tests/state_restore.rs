@@ -31,7 +31,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
-use support::{committed_partitions, read_topics, unique, Tansu};
+use support::{committed_partitions, publish_and_place, unique, Broker};
 use tokio::sync::watch;
 use tower::ServiceExt;
 use uuid::Uuid;
@@ -41,40 +41,6 @@ const PARTITIONS: i32 = 3;
 /// Two failures pass, the third blocks, a success resets: every BLOCK depends on the
 /// exact count of its key.
 const RECIPES: &str = "audit:\n  threshold_max: 2\n  threshold_min: 2\n  reset_on_success: true\nprocess_recipes:\n  p_transfer:\n    inputs:\n      - { field: amount, min: 100 }\n";
-
-/// Tansu or librdkafka's mock cluster: `AUDIT_STREAM_TEST_BROKER` (`tansu` | `mock`)
-/// overrides each test's default.
-enum Broker {
-    Tansu(Tansu),
-    Mock(audit_stream::kafka::mock::EmbeddedKafka),
-}
-
-impl Broker {
-    fn start(default_mock: bool) -> Broker {
-        let mock = match std::env::var("AUDIT_STREAM_TEST_BROKER").as_deref() {
-            Ok("mock") => true,
-            Ok("tansu") => false,
-            _ => default_mock,
-        };
-        if mock {
-            Broker::Mock(audit_stream::kafka::mock::EmbeddedKafka::start().expect("mock"))
-        } else {
-            Broker::Tansu(Tansu::start())
-        }
-    }
-    fn bootstrap(&self) -> String {
-        match self {
-            Broker::Tansu(t) => t.bootstrap(),
-            Broker::Mock(m) => m.bootstrap_servers(),
-        }
-    }
-    fn create_topic(&self, name: &str, partitions: u32) {
-        match self {
-            Broker::Tansu(t) => t.create_topic(name, partitions),
-            Broker::Mock(m) => m.create_topic(name, partitions as i32).expect("topic"),
-        }
-    }
-}
 
 fn event(i: usize) -> (String, Vec<u8>) {
     let tenant = format!("t{}", i % 12);
@@ -123,42 +89,8 @@ fn config(broker: &Broker, dir: &std::path::Path) -> Config {
 
 /// Produces the records and returns them as the broker placed them.
 async fn produce(config: &Config) -> Vec<Record> {
-    let records: Vec<Record> = (0..RECORDS)
-        .map(|i| {
-            let (key, payload) = event(i);
-            Record {
-                topic: config.topics.validation.clone(),
-                partition: 0,
-                offset: i as i64,
-                key: Some(key.into_bytes()),
-                payload,
-                timestamp: None,
-            }
-        })
-        .collect();
-    audit_stream::produce::publish(&config.kafka, "restore records", &records)
-        .await
-        .expect("produce");
-    let placed = read_topics(
-        &config.kafka.bootstrap_servers,
-        &[(config.topics.validation.as_str(), PARTITIONS)],
-        RECORDS,
-        Duration::from_secs(60),
-    );
-    assert_eq!(placed.len(), RECORDS);
-    let mut inputs: Vec<Record> = placed
-        .iter()
-        .map(|r| Record {
-            topic: r.topic.clone(),
-            partition: r.partition,
-            offset: r.offset,
-            key: r.key.clone().map(String::into_bytes),
-            payload: serde_json::to_vec(&r.value).expect("json"),
-            timestamp: None,
-        })
-        .collect();
-    inputs.sort_by_key(|r| (r.partition, r.offset));
-    inputs
+    let events = (0..RECORDS).map(event).collect();
+    publish_and_place(&config.kafka, &config.topics.validation, PARTITIONS, events).await
 }
 
 /// The decisions the offline operator derives, run per input partition, by event id.

@@ -16,40 +16,12 @@ use audit_stream::service::{self, Runtime};
 use audit_stream::store::{AuditStore, EmbeddedStore, FaultyStore};
 use audit_stream::validation::Recipes;
 use chrono::Utc;
-use support::{committed_partitions, read_topics, unique, Tansu};
+use support::{committed_partitions, publish_and_place, unique, Broker};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 const RECORDS: usize = 12_000;
 
-/// Tansu, or librdkafka's mock cluster with `AUDIT_STREAM_TEST_BROKER=mock`.
-enum Broker {
-    Tansu(Tansu),
-    Mock(audit_stream::kafka::mock::EmbeddedKafka),
-}
-
-impl Broker {
-    fn start() -> Broker {
-        match std::env::var("AUDIT_STREAM_TEST_BROKER").as_deref() {
-            Ok("mock") => {
-                Broker::Mock(audit_stream::kafka::mock::EmbeddedKafka::start().expect("mock"))
-            }
-            _ => Broker::Tansu(Tansu::start()),
-        }
-    }
-    fn bootstrap(&self) -> String {
-        match self {
-            Broker::Tansu(t) => t.bootstrap(),
-            Broker::Mock(m) => m.bootstrap_servers(),
-        }
-    }
-    fn create_topic(&self, name: &str, partitions: u32) {
-        match self {
-            Broker::Tansu(t) => t.create_topic(name, partitions),
-            Broker::Mock(m) => m.create_topic(name, partitions as i32).expect("topic"),
-        }
-    }
-}
 const PARTITIONS: i32 = 3;
 /// Sixty seconds, as the acceptance asks; `AUDIT_STREAM_TEST_OUTAGE_SECS` shortens it
 /// for a quick local run.
@@ -148,7 +120,7 @@ async fn a_sixty_second_store_outage_loses_nothing_and_commits_nothing_unpersist
         )
         .with_test_writer()
         .try_init();
-    let broker = Broker::start();
+    let broker = Broker::start(false);
     let dir = tempfile::tempdir().expect("temp dir");
     let recipes_path = dir.path().join("recipes.yaml");
     std::fs::write(&recipes_path, RECIPES).expect("recipes");
@@ -178,44 +150,11 @@ async fn a_sixty_second_store_outage_loses_nothing_and_commits_nothing_unpersist
         broker.create_topic(t, 1);
     }
 
-    let records: Vec<Record> = (0..RECORDS)
-        .map(|i| {
-            let (key, payload) = event(i);
-            Record {
-                topic: config.topics.validation.clone(),
-                partition: 0,
-                offset: i as i64,
-                key: Some(key.into_bytes()),
-                payload,
-                timestamp: None,
-            }
-        })
-        .collect();
-    audit_stream::produce::publish(&config.kafka, "outage records", &records)
-        .await
-        .expect("produce");
-
     // Where each record landed, read back from the broker: the oracle runs on the same
     // partitions and offsets the service sees.
-    let placed = read_topics(
-        &broker.bootstrap(),
-        &[(config.topics.validation.as_str(), PARTITIONS)],
-        RECORDS,
-        Duration::from_secs(60),
-    );
-    assert_eq!(placed.len(), RECORDS);
-    let mut inputs: Vec<Record> = placed
-        .iter()
-        .map(|r| Record {
-            topic: r.topic.clone(),
-            partition: r.partition,
-            offset: r.offset,
-            key: r.key.clone().map(String::into_bytes),
-            payload: serde_json::to_vec(&r.value).expect("json"),
-            timestamp: None,
-        })
-        .collect();
-    inputs.sort_by_key(|r| (r.partition, r.offset));
+    let events = (0..RECORDS).map(event).collect();
+    let inputs =
+        publish_and_place(&config.kafka, &config.topics.validation, PARTITIONS, events).await;
     let expected = oracle(&config, &recipes, &inputs);
     let expected_ids: BTreeSet<Uuid> = expected.values().flatten().map(|(_, id)| *id).collect();
     assert!(

@@ -202,3 +202,87 @@ pub fn committed_partitions(
         )
         .collect()
 }
+
+/// Tansu or librdkafka's mock cluster: `AUDIT_STREAM_TEST_BROKER` (`tansu` | `mock`)
+/// overrides each test's default.
+pub enum Broker {
+    Tansu(Tansu),
+    Mock(audit_stream::kafka::mock::EmbeddedKafka),
+}
+
+impl Broker {
+    pub fn start(default_mock: bool) -> Broker {
+        let mock = match std::env::var("AUDIT_STREAM_TEST_BROKER").as_deref() {
+            Ok("mock") => true,
+            Ok("tansu") => false,
+            _ => default_mock,
+        };
+        if mock {
+            Broker::Mock(audit_stream::kafka::mock::EmbeddedKafka::start().expect("mock"))
+        } else {
+            Broker::Tansu(Tansu::start())
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        match self {
+            Broker::Tansu(t) => t.bootstrap(),
+            Broker::Mock(m) => m.bootstrap_servers(),
+        }
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        match self {
+            Broker::Tansu(t) => t.create_topic(name, partitions),
+            Broker::Mock(m) => m.create_topic(name, partitions as i32).expect("topic"),
+        }
+    }
+}
+
+/// Publishes `(key, payload)` pairs to `topic` and returns them as the broker placed
+/// them (partition and offset), sorted by partition and offset: an offline oracle run
+/// on these sees the same positions the service does.
+pub async fn publish_and_place(
+    kafka: &audit_stream::config::KafkaConfig,
+    topic: &str,
+    partitions: i32,
+    events: Vec<(String, Vec<u8>)>,
+) -> Vec<audit_stream::record::Record> {
+    use audit_stream::record::Record;
+    let count = events.len();
+    let records: Vec<Record> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, payload))| Record {
+            topic: topic.to_string(),
+            partition: 0,
+            offset: i as i64,
+            key: Some(key.into_bytes()),
+            payload,
+            timestamp: None,
+        })
+        .collect();
+    audit_stream::produce::publish(kafka, topic, &records)
+        .await
+        .expect("produce");
+    let placed = read_topics(
+        &kafka.bootstrap_servers,
+        &[(topic, partitions)],
+        count,
+        Duration::from_secs(60),
+    );
+    assert_eq!(placed.len(), count);
+    let mut inputs: Vec<Record> = placed
+        .iter()
+        .map(|r| Record {
+            topic: r.topic.clone(),
+            partition: r.partition,
+            offset: r.offset,
+            key: r.key.clone().map(String::into_bytes),
+            payload: serde_json::to_vec(&r.value).expect("json"),
+            timestamp: None,
+        })
+        .collect();
+    inputs.sort_by_key(|r| (r.partition, r.offset));
+    inputs
+}
