@@ -27,6 +27,7 @@
 //! I/O, no clock, outputs returned as values.
 
 pub mod canonical;
+pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod contract;

@@ -10,7 +10,7 @@ use audit_stream::http::{router, AppState};
 use audit_stream::pipeline::worker::Shared;
 use audit_stream::pipeline::{Operator, PartitionState};
 use audit_stream::record::Record;
-use audit_stream::store::{AuditStore, EmbeddedStore, FaultyStore};
+use audit_stream::store::{AuditStore, EmbeddedStore, FaultyStore, StoredRecord};
 use audit_stream::validation::Recipes;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -104,7 +104,10 @@ async fn rollout_answers_from_the_latest_stored_verdict() {
         .iter()
         .filter_map(|o| o.audit_record().cloned())
         .collect();
-    store.write(&records).await.expect("stored");
+    store
+        .write(&StoredRecord::chain(records))
+        .await
+        .expect("stored");
 
     let (_, body) = get(&state, "/v1/rollout/acme/c-1").await;
     assert_eq!(body["action"], "proceed", "{body}");

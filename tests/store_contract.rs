@@ -18,6 +18,7 @@ use audit_stream::event::{
     VerdictResult, SCHEMA_VERSION,
 };
 use audit_stream::gate::RolloutStatus;
+use audit_stream::store::StoredRecord;
 use audit_stream::store::{
     scylla, AuditRecord, AuditStore, Checkpoint, Conflict, EmbeddedStore, FaultyStore, Page,
     RetryPolicy, ScyllaStore, StoreError, WriteOutcome,
@@ -26,6 +27,25 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 use tempfile::TempDir;
 use uuid::Uuid;
+
+/// Writes records as the sink does, each call's records linked into fresh chains: the
+/// record cases below are about records, the chain cases write `StoredRecord`s directly.
+trait WriteRecords {
+    fn write_records(
+        &self,
+        records: &[AuditRecord],
+    ) -> impl std::future::Future<Output = Result<WriteOutcome, StoreError>> + Send;
+}
+
+impl<S: AuditStore + ?Sized> WriteRecords for S {
+    fn write_records(
+        &self,
+        records: &[AuditRecord],
+    ) -> impl std::future::Future<Output = Result<WriteOutcome, StoreError>> + Send {
+        let stored = StoredRecord::chain(records.iter().cloned());
+        async move { self.write(&stored).await }
+    }
+}
 
 /// The ScyllaDB node the suite runs against, if one is named.
 fn scylla_node() -> Option<String> {
@@ -346,7 +366,7 @@ mod cases {
         );
         batch.push(AuditRecord::Decision(decision("globex", 0, 11, 0)));
 
-        let written = store.write(&batch).await.expect("first write");
+        let written = store.write_records(&batch).await.expect("first write");
         assert_eq!(
             written,
             WriteOutcome {
@@ -363,10 +383,13 @@ mod cases {
             duplicates: batch.len(),
             ..WriteOutcome::default()
         };
-        assert_eq!(store.write(&batch).await.expect("replay"), replay);
+        assert_eq!(store.write_records(&batch).await.expect("replay"), replay);
         batch.reverse();
         assert_eq!(
-            store.write(&batch).await.expect("replay in another order"),
+            store
+                .write_records(&batch)
+                .await
+                .expect("replay in another order"),
             replay
         );
 
@@ -392,11 +415,11 @@ mod cases {
         reaudit.audited_at = at(3_600);
         reaudit.duration_ms = 250;
         store
-            .write(&[verdict_record(first.clone(), at(7))])
+            .write_records(&[verdict_record(first.clone(), at(7))])
             .await
             .unwrap();
         let outcome = store
-            .write(&[verdict_record(reaudit, at(7))])
+            .write_records(&[verdict_record(reaudit, at(7))])
             .await
             .expect("audited_at and duration_ms are not content");
         assert_eq!(outcome.duplicates, 1, "{outcome:?}");
@@ -418,7 +441,7 @@ mod cases {
             verdict_record(v.clone(), at(2)),
             AuditRecord::Coordination(c.clone()),
         ];
-        store.write(&stored).await.unwrap();
+        store.write_records(&stored).await.unwrap();
 
         let AuditRecord::Decision(mut d2) = d.clone() else {
             unreachable!()
@@ -427,7 +450,10 @@ mod cases {
         d2.source.partition = 1;
         let d2 = AuditRecord::Decision(d2);
         assert_eq!(
-            store.write(std::slice::from_ref(&d2)).await.unwrap(),
+            store
+                .write_records(std::slice::from_ref(&d2))
+                .await
+                .unwrap(),
             only_conflicts(vec![conflict(&d, &d2)])
         );
 
@@ -441,7 +467,7 @@ mod cases {
         c2.decision = CoordinationDecision::Rejected;
         let c2 = AuditRecord::Coordination(c2);
         let outcome = store
-            .write(&[v2.clone(), v3.clone(), c2.clone()])
+            .write_records(&[v2.clone(), v3.clone(), c2.clone()])
             .await
             .expect("conflicts are reported, not failed");
         assert_eq!(
@@ -479,7 +505,7 @@ mod cases {
             at(2),
         );
         store
-            .write(&[stored.clone(), stored_verdict.clone()])
+            .write_records(&[stored.clone(), stored_verdict.clone()])
             .await
             .unwrap();
 
@@ -521,7 +547,10 @@ mod cases {
             inner_changed.clone(),
             fresh[2].clone(),
         ];
-        let outcome = store.write(&batch).await.expect("a mixed batch is written");
+        let outcome = store
+            .write_records(&batch)
+            .await
+            .expect("a mixed batch is written");
         assert_eq!(
             outcome,
             WriteOutcome {
@@ -563,7 +592,10 @@ mod cases {
         );
 
         assert_eq!(
-            store.write(&batch).await.expect("the same batch again"),
+            store
+                .write_records(&batch)
+                .await
+                .expect("the same batch again"),
             WriteOutcome {
                 written: 0,
                 duplicates: 6,
@@ -584,11 +616,14 @@ mod cases {
         again.source.offset = 25;
         again.count += 1;
         let (first, again) = (AuditRecord::Decision(first), AuditRecord::Decision(again));
-        store.write(std::slice::from_ref(&first)).await.unwrap();
+        store
+            .write_records(std::slice::from_ref(&first))
+            .await
+            .unwrap();
 
         let next = AuditRecord::Decision(decision("acme", 0, 26, 0));
         let outcome = store
-            .write(&[again.clone(), next])
+            .write_records(&[again.clone(), next])
             .await
             .expect("a re-published event does not fail the call");
         assert_eq!(outcome.written, 1);
@@ -614,7 +649,7 @@ mod cases {
     }
 
     pub(super) async fn an_empty_write_is_a_no_op<S: AuditStore>(store: &S) {
-        store.write(&[]).await.unwrap();
+        store.write_records(&[]).await.unwrap();
         assert!(store.tenants().await.unwrap().is_empty());
     }
 
@@ -750,7 +785,7 @@ mod cases {
             for &i in order {
                 let (v, occurred_at) = &verdicts[i];
                 store
-                    .write(&[verdict_record(v.clone(), *occurred_at)])
+                    .write_records(&[verdict_record(v.clone(), *occurred_at)])
                     .await
                     .unwrap();
             }
@@ -768,7 +803,7 @@ mod cases {
             verdict_record(verdict("acme", "batch", 1, 1, CheckResult::Pass), at(50)),
             verdict_record(verdict("acme", "batch", 1, 2, CheckResult::Fail), at(40)),
         ];
-        store.write(&batch).await.unwrap();
+        store.write_records(&batch).await.unwrap();
         let status = store
             .rollout_status("acme", "batch")
             .await
@@ -784,7 +819,10 @@ mod cases {
             let winner = a.audit_id.max(b.audit_id);
             let order = if contract == "tie-ab" { [a, b] } else { [b, a] };
             for v in order {
-                store.write(&[verdict_record(v, at(5))]).await.unwrap();
+                store
+                    .write_records(&[verdict_record(v, at(5))])
+                    .await
+                    .unwrap();
             }
             let status = store
                 .rollout_status("acme", contract)
@@ -837,7 +875,7 @@ mod cases {
         ];
         for chunk in decisions.chunks(5) {
             let records: Vec<_> = chunk.iter().cloned().map(AuditRecord::Decision).collect();
-            store.write(&records).await.unwrap();
+            store.write_records(&records).await.unwrap();
         }
         let records: Vec<_> = verdicts
             .iter()
@@ -850,7 +888,7 @@ mod cases {
             )
             .chain(noise)
             .collect();
-        store.write(&records).await.unwrap();
+        store.write_records(&records).await.unwrap();
 
         let decisions = sorted_decisions(decisions);
         let verdicts = sorted_verdicts(verdicts);
@@ -892,7 +930,7 @@ mod cases {
         let records: Vec<_> = (0..3)
             .map(|o| AuditRecord::Decision(decision("acme", 0, o, 0)))
             .collect();
-        store.write(&records).await.unwrap();
+        store.write_records(&records).await.unwrap();
         let cursor = store
             .decisions("acme", None, 1)
             .await
@@ -919,7 +957,7 @@ mod cases {
             "checkpoints belong to no tenant"
         );
         store
-            .write(&[
+            .write_records(&[
                 AuditRecord::Coordination(coordination("initech", 0, 1)),
                 AuditRecord::Decision(decision("acme", 0, 1, 0)),
                 verdict_record(
@@ -1110,7 +1148,7 @@ async fn a_faulty_store_fails_the_next_n_writes_then_succeeds() {
     faults.fail_next_writes(2);
 
     for _ in 0..2 {
-        let err = store.write(&one_decision(1)).await.unwrap_err();
+        let err = store.write_records(&one_decision(1)).await.unwrap_err();
         assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
         assert!(err.is_retryable());
     }
@@ -1118,8 +1156,8 @@ async fn a_faulty_store_fails_the_next_n_writes_then_succeeds() {
         store.tenants().await.unwrap().is_empty(),
         "a failed write wrote nothing"
     );
-    store.write(&one_decision(1)).await.unwrap();
-    store.write(&one_decision(2)).await.unwrap();
+    store.write_records(&one_decision(1)).await.unwrap();
+    store.write_records(&one_decision(2)).await.unwrap();
 
     assert_eq!(faults.write_calls(), 4);
     assert_eq!(faults.failed_writes(), 2);
@@ -1137,7 +1175,7 @@ async fn retrying_with_backoff_rides_out_injected_failures() {
 
     let mut attempt = 0;
     loop {
-        match store.write(&one_decision(1)).await {
+        match store.write_records(&one_decision(1)).await {
             Ok(_) => break,
             Err(e) if e.is_retryable() => {
                 tokio::time::sleep(policy.delay(attempt)).await;
@@ -1158,12 +1196,12 @@ async fn retrying_with_backoff_rides_out_injected_failures() {
 async fn a_store_that_is_down_fails_every_call_until_brought_back() {
     let store = FaultyStore::new(EmbeddedStore::in_memory().unwrap());
     let faults = store.faults();
-    store.write(&one_decision(1)).await.unwrap();
+    store.write_records(&one_decision(1)).await.unwrap();
     faults.set_down(true);
 
     for _ in 0..3 {
         assert!(store
-            .write(&one_decision(2))
+            .write_records(&one_decision(2))
             .await
             .unwrap_err()
             .is_retryable());
@@ -1193,7 +1231,7 @@ async fn a_store_that_is_down_fails_every_call_until_brought_back() {
 
     faults.set_down(false);
     store.ping().await.unwrap();
-    store.write(&one_decision(2)).await.unwrap();
+    store.write_records(&one_decision(2)).await.unwrap();
     assert_eq!(faults.write_calls(), 5);
     assert_eq!(faults.failed_writes(), 3);
     assert_eq!(faults.checkpoint_saves(), 1);
@@ -1205,12 +1243,12 @@ async fn permanent_mode_fails_every_call_without_retry() {
     let store = FaultyStore::new(EmbeddedStore::in_memory().unwrap());
     let faults = store.faults();
     faults.set_permanent(true);
-    let err = store.write(&one_decision(1)).await.unwrap_err();
+    let err = store.write_records(&one_decision(1)).await.unwrap_err();
     assert!(matches!(err, StoreError::Permanent(_)), "{err}");
     assert!(!store.ping().await.unwrap_err().is_retryable());
 
     faults.clear();
-    store.write(&one_decision(1)).await.unwrap();
+    store.write_records(&one_decision(1)).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -1219,19 +1257,23 @@ async fn a_stalled_write_completes_only_after_the_stall() {
     let faults = store.faults();
     faults.stall_writes(Duration::from_secs(30));
 
-    let early = tokio::time::timeout(Duration::from_secs(29), store.write(&one_decision(1))).await;
+    let early = tokio::time::timeout(
+        Duration::from_secs(29),
+        store.write_records(&one_decision(1)),
+    )
+    .await;
     assert!(
         early.is_err(),
         "a stalled write does not return before the stall ends"
     );
 
     let start = tokio::time::Instant::now();
-    store.write(&one_decision(2)).await.unwrap();
+    store.write_records(&one_decision(2)).await.unwrap();
     assert!(start.elapsed() >= Duration::from_secs(30));
 
     faults.stop_stalling();
     let start = tokio::time::Instant::now();
-    store.write(&one_decision(3)).await.unwrap();
+    store.write_records(&one_decision(3)).await.unwrap();
     assert!(start.elapsed() < Duration::from_secs(1));
     let offsets: Vec<i64> = all_decisions(&store, "acme", 10)
         .await

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::offsets::TopicPartition;
+use crate::chain::ChainHead;
 
 /// A partition's state at a record boundary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,8 @@ pub struct Snapshot {
     pub next_offset: i64,
     /// JSON of the partition's `PartitionState`.
     pub state: Vec<u8>,
+    /// The heads of the partition's hash chains in `state`, saved after the checkpoint.
+    pub heads: Vec<ChainHead>,
 }
 
 #[derive(Debug, Default)]
@@ -188,6 +191,7 @@ mod tests {
         Snapshot {
             next_offset,
             state: next_offset.to_string().into_bytes(),
+            heads: Vec::new(),
         }
     }
 

@@ -9,12 +9,13 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::chain::PartitionChains;
 use crate::config::{Config, TopicsConfig};
 use crate::decode::{dead_letter, Decoder, InputKind};
 use crate::event::{DeadLetter, InputEvent, SourceRef};
 use crate::record::Record;
 use crate::schema::SchemaError;
-use crate::store::AuditRecord;
+use crate::store::{AuditRecord, StoredRecord};
 use crate::validation::{self, Recipes, ValidationState};
 use crate::{contract, coordination};
 
@@ -23,13 +24,30 @@ use crate::{contract, coordination};
 pub struct PartitionState {
     /// Failure counters and ring log of the validation audit.
     pub validation: ValidationState,
+    /// The hash chains of the audit records derived so far, per tenant.
+    #[serde(default)]
+    pub chains: PartitionChains,
 }
 
 impl PartitionState {
     pub fn new(recipes: &Recipes) -> PartitionState {
         PartitionState {
             validation: ValidationState::new(recipes.defaults().ring_capacity),
+            chains: PartitionChains::default(),
         }
+    }
+
+    /// Links the audit records of `outputs` (one record's, in emission order) into their
+    /// chains: the records to store.
+    pub fn link(&mut self, outputs: &[Output]) -> Vec<StoredRecord> {
+        outputs
+            .iter()
+            .filter_map(Output::audit_record)
+            .map(|record| StoredRecord {
+                link: self.chains.append(record),
+                record: record.clone(),
+            })
+            .collect()
     }
 }
 

@@ -82,7 +82,7 @@ impl Saver {
         let store = self.store.clone();
         let outcomes = self.outcomes.clone();
         self.handle.spawn(async move {
-            let result = store.save_checkpoint(&checkpoint).await;
+            let result = save(store.as_ref(), &checkpoint, &snapshot).await;
             let _ = outcomes.send(SaveOutcome {
                 tp,
                 snapshot,
@@ -96,10 +96,21 @@ impl Saver {
     /// final commit).
     pub async fn save(&self, tp: &TopicPartition, snapshot: &Snapshot) -> Result<(), StoreError> {
         let checkpoint = self.checkpoint(tp, snapshot);
-        self.store.save_checkpoint(&checkpoint).await?;
+        save(self.store.as_ref(), &checkpoint, snapshot).await?;
         metrics::checkpoint_saved(&tp.0, tp.1, snapshot.next_offset);
         Ok(())
     }
+}
+
+/// Saves a checkpoint, then the chain heads it covers: a stored head never reaches past
+/// a checkpoint a restore could resume from.
+async fn save(
+    store: &dyn AuditStore,
+    checkpoint: &Checkpoint,
+    snapshot: &Snapshot,
+) -> Result<(), StoreError> {
+    store.save_checkpoint(checkpoint).await?;
+    store.save_chain_heads(&snapshot.heads).await
 }
 
 /// The pipeline's [`RebalanceHook`]: restores checkpoints on assign, saves on revoke.

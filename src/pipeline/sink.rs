@@ -19,10 +19,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::metrics;
-use crate::store::{AuditRecord, AuditStore, RetryPolicy, StoreError, WriteOutcome};
+use crate::store::{AuditStore, RetryPolicy, StoreError, StoredRecord, WriteOutcome};
 
 struct Request {
-    records: Vec<AuditRecord>,
+    records: Vec<StoredRecord>,
     done: oneshot::Sender<()>,
 }
 
@@ -54,7 +54,7 @@ impl Sink {
     /// Queues `records`; the receiver fires once they are durable.
     pub async fn submit(
         &self,
-        records: Vec<AuditRecord>,
+        records: Vec<StoredRecord>,
     ) -> Result<oneshot::Receiver<()>, SinkClosed> {
         let (done, rx) = oneshot::channel();
         self.tx
@@ -71,7 +71,7 @@ async fn run(
     batch_max_records: usize,
     mut rx: mpsc::Receiver<Request>,
 ) -> Result<(), StoreError> {
-    let mut batch: Vec<AuditRecord> = Vec::new();
+    let mut batch: Vec<StoredRecord> = Vec::new();
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.extend(first.records);
@@ -101,7 +101,7 @@ async fn run(
 async fn write_until_durable(
     store: &dyn AuditStore,
     retry: &RetryPolicy,
-    batch: &[AuditRecord],
+    batch: &[StoredRecord],
 ) -> Result<WriteOutcome, StoreError> {
     let mut attempt = 0u32;
     loop {
@@ -133,7 +133,7 @@ async fn write_until_durable(
 mod tests {
     use super::*;
     use crate::event::{AuditDecision, DecisionKind, Level, Phase, SourceRef, SCHEMA_VERSION};
-    use crate::store::{EmbeddedStore, FaultyStore};
+    use crate::store::{AuditRecord, EmbeddedStore, FaultyStore};
     use chrono::{TimeZone, Utc};
     use std::time::Duration;
     use uuid::Uuid;
@@ -182,7 +182,7 @@ mod tests {
         faults.fail_next_writes(5);
         let (sink, task) = Sink::spawn(store.clone(), retry(), 64, 16);
         let durable = sink
-            .submit(vec![decision(1), decision(2)])
+            .submit(StoredRecord::chain([decision(1), decision(2)]))
             .await
             .expect("queued");
         durable.await.expect("durable after the failures");
@@ -200,7 +200,10 @@ mod tests {
         let faults = store.faults();
         faults.set_down(true);
         let (sink, _task) = Sink::spawn(store.clone(), retry(), 64, 16);
-        let mut durable = sink.submit(vec![decision(1)]).await.expect("queued");
+        let mut durable = sink
+            .submit(StoredRecord::chain([decision(1)]))
+            .await
+            .expect("queued");
         // Ten minutes of outage: still retrying, never acknowledged.
         tokio::time::sleep(Duration::from_secs(600)).await;
         assert!(
@@ -222,7 +225,10 @@ mod tests {
         let store = Arc::new(FaultyStore::new(EmbeddedStore::in_memory().expect("store")));
         store.faults().set_permanent(true);
         let (sink, task) = Sink::spawn(store, retry(), 64, 16);
-        let durable = sink.submit(vec![decision(1)]).await.expect("queued");
+        let durable = sink
+            .submit(StoredRecord::chain([decision(1)]))
+            .await
+            .expect("queued");
         assert!(durable.await.is_err(), "never acknowledged");
         let error = task.await.expect("task").expect_err("permanent error");
         assert!(!error.is_retryable(), "{error}");
@@ -244,11 +250,18 @@ mod tests {
         let store = Arc::new(FaultyStore::new(EmbeddedStore::in_memory().expect("store")));
         let faults = store.faults();
         let (sink, task) = Sink::spawn(store.clone(), retry(), 64, 16);
-        let first = sink.submit(vec![decision(1)]).await.expect("queued");
+        let first = sink
+            .submit(StoredRecord::chain([decision(1)]))
+            .await
+            .expect("queued");
         first.await.expect("durable");
 
         let mixed = sink
-            .submit(vec![republished(1, 40), decision(1), decision(2)])
+            .submit(StoredRecord::chain([
+                republished(1, 40),
+                decision(1),
+                decision(2),
+            ]))
             .await
             .expect("queued");
         mixed.await.expect("acknowledged despite the conflict");
@@ -257,7 +270,10 @@ mod tests {
         assert_eq!(faults.conflicts(), 1);
         assert_eq!(faults.failed_writes(), 0, "a conflict is not a failure");
 
-        let later = sink.submit(vec![decision(3)]).await.expect("still running");
+        let later = sink
+            .submit(StoredRecord::chain([decision(3)]))
+            .await
+            .expect("still running");
         later.await.expect("durable");
         let stored = store.decisions("acme", None, 10).await.expect("read");
         let stored: Vec<AuditRecord> = stored
@@ -277,14 +293,18 @@ mod tests {
     #[tokio::test]
     async fn a_durable_write_reports_each_conflict_with_both_sources() {
         let store = EmbeddedStore::in_memory().expect("store");
-        let written = write_until_durable(&store, &retry(), &[decision(1)])
+        let written = write_until_durable(&store, &retry(), &StoredRecord::chain([decision(1)]))
             .await
             .expect("durable");
         assert_eq!(written.written, 1);
 
-        let again = write_until_durable(&store, &retry(), &[republished(1, 40), decision(2)])
-            .await
-            .expect("a conflict is not an error");
+        let again = write_until_durable(
+            &store,
+            &retry(),
+            &StoredRecord::chain([republished(1, 40), decision(2)]),
+        )
+        .await
+        .expect("a conflict is not an error");
         let original = decision(1);
         assert_eq!(
             again,
@@ -310,7 +330,11 @@ mod tests {
         let (sink, _task) = Sink::spawn(store.clone(), retry(), 64, 16);
         let mut receivers = Vec::new();
         for offset in 0..10 {
-            receivers.push(sink.submit(vec![decision(offset)]).await.expect("queued"));
+            receivers.push(
+                sink.submit(StoredRecord::chain([decision(offset)]))
+                    .await
+                    .expect("queued"),
+            );
         }
         for r in receivers {
             r.await.expect("durable");

@@ -397,24 +397,20 @@ impl Worker {
                 .or_insert_with(|| Arc::new(Mutex::new(PartitionState::new(&recipes))))
                 .clone()
         };
-        let outputs = {
+        let (outputs, audit_records) = {
             let mut state = state
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let outputs = self
                 .operator
                 .process(&record, &recipes, &mut state, Utc::now());
+            let audit_records = state.link(&outputs);
             metrics::tracked_keys(state.validation.counter.tracked_keys());
-            outputs
+            (outputs, audit_records)
         };
         self.count(&record, &outputs);
         self.tracker.track(&tp, record.offset);
 
-        let audit_records: Vec<AuditRecord> = outputs
-            .iter()
-            .filter_map(Output::audit_record)
-            .cloned()
-            .collect();
         let durable = audit_records.len() as u64;
         let stored = if audit_records.is_empty() {
             None
@@ -552,6 +548,7 @@ fn snapshot(state: &Mutex<PartitionState>, position: i64) -> Snapshot {
         next_offset: position,
         // Plain structs with string keys: serializing cannot fail.
         state: serde_json::to_vec(&*state).expect("operator state serializes to JSON"),
+        heads: state.chains.heads().cloned().collect(),
     }
 }
 

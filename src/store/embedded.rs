@@ -33,8 +33,10 @@ use uuid::Uuid;
 
 use super::cursor::Cursor;
 use super::{
-    AuditRecord, AuditStore, Checkpoint, Conflict, Page, StoreError, WriteOutcome, MAX_PAGE,
+    AuditRecord, AuditStore, Checkpoint, Conflict, Page, StoreError, StoredRecord, WriteOutcome,
+    MAX_PAGE,
 };
+use crate::chain::{ChainHead, ChainKey, ChainLink};
 use crate::event::{AuditDecision, AuditVerdict, CoordinationRecord, SourceRef};
 use crate::gate::RolloutStatus;
 
@@ -50,9 +52,10 @@ struct Migration {
 }
 
 /// The schema, oldest first. Never edit an applied migration: add the next number.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: r#"
 -- Validation decisions (SPEC §3), listed per tenant in source order.
 CREATE TABLE IF NOT EXISTS audit_decisions (
     event_id         TEXT    NOT NULL PRIMARY KEY,
@@ -148,7 +151,42 @@ CREATE TABLE IF NOT EXISTS stream_checkpoints (
     PRIMARY KEY (consumer_group, topic, kafka_partition)
 ) STRICT;
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        sql: r#"
+-- The hash chain (crate::chain): one entry per derived audit record, conflicts included,
+-- keyed by its chain and position. `record` is the record's JSON as derived, `occurred_at`
+-- a verdict's evidence time (NULL for other kinds).
+CREATE TABLE IF NOT EXISTS audit_chain (
+    tenant_id        TEXT    NOT NULL,
+    source_topic     TEXT    NOT NULL,
+    source_partition INTEGER NOT NULL,
+    chain_seq        INTEGER NOT NULL CHECK (chain_seq >= 0),
+    kind             TEXT    NOT NULL CHECK (kind IN ('decision', 'verdict', 'coordination')),
+    record_id        TEXT    NOT NULL,
+    source_offset    INTEGER NOT NULL,
+    prev_hash        TEXT    NOT NULL,
+    hash             TEXT    NOT NULL,
+    occurred_at      TEXT,
+    record           TEXT    NOT NULL,
+    PRIMARY KEY (tenant_id, source_topic, source_partition, chain_seq)
+) STRICT;
+
+-- The last checkpointed head of each chain: how far a verifier must find it.
+CREATE TABLE IF NOT EXISTS chain_heads (
+    tenant_id        TEXT    NOT NULL,
+    source_topic     TEXT    NOT NULL,
+    source_partition INTEGER NOT NULL,
+    records          INTEGER NOT NULL CHECK (records >= 0),
+    last_hash        TEXT    NOT NULL,
+    first_offset     INTEGER NOT NULL,
+    last_offset      INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, source_topic, source_partition)
+) STRICT;
+"#,
+    },
+];
 
 /// SQLite behind the [`AuditStore`] trait. Cheap to clone: clones share the connection.
 #[derive(Clone)]
@@ -300,15 +338,16 @@ fn timestamp(at: &DateTime<Utc>) -> String {
 /// repeat of an id within the call meets its first occurrence as the stored copy.
 fn write_records(
     conn: &mut Connection,
-    records: &[AuditRecord],
+    records: &[StoredRecord],
 ) -> Result<WriteOutcome, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(classify)?;
     let mut outcome = WriteOutcome::default();
-    for record in records {
-        let digest = record.content_digest()?;
+    for StoredRecord { record, link } in records {
+        let digest = record.content_digest();
         let json = record.to_json()?;
+        insert_chain_entry(&tx, record, link, &json).map_err(classify)?;
         let inserted = match record {
             AuditRecord::Decision(d) => insert_decision(&tx, d, &digest, &json),
             AuditRecord::Verdict {
@@ -442,6 +481,38 @@ fn insert_coordination(
         c.source.offset,
         c.source.event_id.to_string(),
         digest,
+        json,
+    ])
+}
+
+fn insert_chain_entry(
+    tx: &Transaction<'_>,
+    record: &AuditRecord,
+    link: &ChainLink,
+    json: &str,
+) -> rusqlite::Result<usize> {
+    let source = record.source();
+    let occurred_at = match record {
+        AuditRecord::Verdict { occurred_at, .. } => Some(timestamp(occurred_at)),
+        _ => None,
+    };
+    tx.prepare_cached(
+        "INSERT INTO audit_chain (tenant_id, source_topic, source_partition, chain_seq, kind,
+             record_id, source_offset, prev_hash, hash, occurred_at, record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (tenant_id, source_topic, source_partition, chain_seq) DO NOTHING",
+    )?
+    .execute(params![
+        record.tenant_id(),
+        source.topic,
+        source.partition,
+        i64::try_from(link.seq).unwrap_or(i64::MAX),
+        record.kind(),
+        record.id().to_string(),
+        source.offset,
+        link.prev_hash,
+        link.hash,
+        occurred_at,
         json,
     ])
 }
@@ -668,9 +739,108 @@ fn read_page<T: DeserializeOwned>(
     Ok(Page { items, next })
 }
 
+/// One page of chain entries in (topic, partition, position) order, after `after` (whose
+/// `offset` is the position).
+fn read_chain_page(
+    conn: &mut Connection,
+    tenant_id: &str,
+    after: Option<Cursor>,
+    limit: usize,
+) -> Result<Page<StoredRecord>, StoreError> {
+    let limit = limit.clamp(1, MAX_PAGE);
+    let columns = "source_topic, source_partition, chain_seq, kind, record_id, prev_hash, hash,
+                   occurred_at, record";
+    let order = "ORDER BY source_topic, source_partition, chain_seq LIMIT ?2";
+    let sql = match after {
+        None => format!("SELECT {columns} FROM audit_chain WHERE tenant_id = ?1 {order}"),
+        Some(_) => format!(
+            "SELECT {columns} FROM audit_chain WHERE tenant_id = ?1
+               AND (source_topic, source_partition, chain_seq) > (?3, ?4, ?5) {order}"
+        ),
+    };
+    let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(&sql).map_err(classify)?;
+    type Row = (
+        String,
+        i32,
+        i64,
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        String,
+    );
+    let map_row = |row: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
+        Ok((
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+            row.get(5)?,
+            row.get(6)?,
+            row.get(7)?,
+            row.get(8)?,
+        ))
+    };
+    let rows = match &after {
+        None => stmt.query_map(params![tenant_id, fetch], map_row),
+        Some(c) => stmt.query_map(
+            params![tenant_id, fetch, c.topic, c.partition, c.offset],
+            map_row,
+        ),
+    }
+    .map_err(classify)?
+    .collect::<rusqlite::Result<Vec<_>>>()
+    .map_err(classify)?;
+
+    let more = rows.len() > limit;
+    let mut items = Vec::with_capacity(limit.min(rows.len()));
+    let mut last = None;
+    for (topic, partition, seq, kind, id, prev_hash, hash, occurred_at, json) in
+        rows.into_iter().take(limit)
+    {
+        let unreadable = |e: String| {
+            StoreError::Permanent(format!(
+                "chain entry {tenant_id}@{topic}/{partition} #{seq} ({kind} {id}): {e}"
+            ))
+        };
+        let occurred_at = occurred_at
+            .map(|t| DateTime::parse_from_rfc3339(&t).map(|t| t.with_timezone(&Utc)))
+            .transpose()
+            .map_err(|e| unreadable(e.to_string()))?;
+        let record =
+            AuditRecord::from_chain_fields(&kind, &json, occurred_at).map_err(unreadable)?;
+        items.push(StoredRecord {
+            record,
+            link: ChainLink {
+                seq: u64::try_from(seq).unwrap_or(0),
+                prev_hash,
+                hash,
+            },
+        });
+        last = Some((topic, partition, seq));
+    }
+    let next = match last {
+        Some((topic, partition, seq)) if more => Some(
+            Cursor {
+                listing: "chain".to_owned(),
+                topic,
+                partition,
+                offset: seq,
+                id: Uuid::nil(),
+            }
+            .encode(),
+        ),
+        _ => None,
+    };
+    Ok(Page { items, next })
+}
+
 #[async_trait::async_trait]
 impl AuditStore for EmbeddedStore {
-    async fn write(&self, records: &[AuditRecord]) -> Result<WriteOutcome, StoreError> {
+    async fn write(&self, records: &[StoredRecord]) -> Result<WriteOutcome, StoreError> {
         if records.is_empty() {
             return Ok(WriteOutcome::default());
         }
@@ -800,12 +970,94 @@ impl AuditStore for EmbeddedStore {
         self.page(&COORDINATION, tenant_id, cursor, limit).await
     }
 
+    async fn chain_entries(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<StoredRecord>, StoreError> {
+        let after = cursor.map(|c| Cursor::decode(c, "chain")).transpose()?;
+        let tenant_id = tenant_id.to_owned();
+        self.call(move |conn| read_chain_page(conn, &tenant_id, after, limit))
+            .await
+    }
+
+    async fn save_chain_heads(&self, heads: &[ChainHead]) -> Result<(), StoreError> {
+        let heads = heads.to_vec();
+        self.call(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(classify)?;
+            for head in &heads {
+                tx.prepare_cached(
+                    "INSERT INTO chain_heads (tenant_id, source_topic, source_partition,
+                         records, last_hash, first_offset, last_offset)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (tenant_id, source_topic, source_partition) DO UPDATE SET
+                         records = excluded.records,
+                         last_hash = excluded.last_hash,
+                         first_offset = excluded.first_offset,
+                         last_offset = excluded.last_offset
+                     WHERE excluded.records > chain_heads.records",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        head.key.tenant_id,
+                        head.key.topic,
+                        head.key.partition,
+                        i64::try_from(head.records).unwrap_or(i64::MAX),
+                        head.last_hash,
+                        head.first_offset,
+                        head.last_offset,
+                    ])
+                })
+                .map_err(classify)?;
+            }
+            tx.commit().map_err(classify)
+        })
+        .await
+    }
+
+    async fn chain_heads(&self, tenant_id: &str) -> Result<Vec<ChainHead>, StoreError> {
+        let tenant_id = tenant_id.to_owned();
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT source_topic, source_partition, records, last_hash, first_offset,
+                            last_offset
+                     FROM chain_heads WHERE tenant_id = ?1
+                     ORDER BY source_topic, source_partition",
+                )
+                .map_err(classify)?;
+            let heads = stmt
+                .query_map([&tenant_id], |row| {
+                    Ok(ChainHead {
+                        key: ChainKey {
+                            tenant_id: tenant_id.clone(),
+                            topic: row.get(0)?,
+                            partition: row.get(1)?,
+                        },
+                        records: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+                        last_hash: row.get(3)?,
+                        first_offset: row.get(4)?,
+                        last_offset: row.get(5)?,
+                    })
+                })
+                .map_err(classify)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(classify)?;
+            Ok(heads)
+        })
+        .await
+    }
+
     async fn tenants(&self) -> Result<Vec<String>, StoreError> {
         self.call(|conn| {
             conn.prepare_cached(
                 "SELECT tenant_id FROM audit_decisions
                  UNION SELECT tenant_id FROM audit_verdicts
                  UNION SELECT tenant_id FROM coordination_audit_records
+                 UNION SELECT tenant_id FROM audit_chain
                  ORDER BY 1",
             )
             .and_then(|mut stmt| {
@@ -875,7 +1127,9 @@ mod tests {
         {
             let store = EmbeddedStore::open(&path).unwrap();
             store
-                .write(&[AuditRecord::Coordination(coordination(7))])
+                .write(&StoredRecord::chain([AuditRecord::Coordination(
+                    coordination(7),
+                )]))
                 .await
                 .unwrap();
             store.save_checkpoint(&checkpoint).await.unwrap();
@@ -970,13 +1224,17 @@ mod tests {
         let other = Connection::open(&path).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let err = store
-            .write(&[AuditRecord::Coordination(coordination(1))])
+            .write(&StoredRecord::chain([AuditRecord::Coordination(
+                coordination(1),
+            )]))
             .await
             .unwrap_err();
         assert!(err.is_retryable(), "{err}");
         other.execute_batch("ROLLBACK").unwrap();
         store
-            .write(&[AuditRecord::Coordination(coordination(1))])
+            .write(&StoredRecord::chain([AuditRecord::Coordination(
+                coordination(1),
+            )]))
             .await
             .unwrap();
     }

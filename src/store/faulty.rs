@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::{AuditRecord, AuditStore, Checkpoint, Page, StoreError, WriteOutcome};
+use super::{AuditStore, Checkpoint, Page, StoreError, StoredRecord, WriteOutcome};
+use crate::chain::ChainHead;
 use crate::event::{AuditDecision, AuditVerdict, CoordinationRecord};
 use crate::gate::RolloutStatus;
 
@@ -171,7 +172,7 @@ impl<S: AuditStore> FaultyStore<S> {
         &self.inner
     }
 
-    async fn try_write(&self, records: &[AuditRecord]) -> Result<WriteOutcome, StoreError> {
+    async fn try_write(&self, records: &[StoredRecord]) -> Result<WriteOutcome, StoreError> {
         if let Some(delay) = self.faults.stall() {
             tokio::time::sleep(delay).await;
         }
@@ -185,7 +186,7 @@ impl<S: AuditStore> FaultyStore<S> {
 
 #[async_trait::async_trait]
 impl<S: AuditStore> AuditStore for FaultyStore<S> {
-    async fn write(&self, records: &[AuditRecord]) -> Result<WriteOutcome, StoreError> {
+    async fn write(&self, records: &[StoredRecord]) -> Result<WriteOutcome, StoreError> {
         self.faults.write_calls.fetch_add(1, Ordering::SeqCst);
         let result = self.try_write(records).await;
         let faults = &self.faults;
@@ -268,6 +269,26 @@ impl<S: AuditStore> AuditStore for FaultyStore<S> {
         self.inner
             .coordination_records(tenant_id, cursor, limit)
             .await
+    }
+
+    async fn chain_entries(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<StoredRecord>, StoreError> {
+        self.faults.outage()?;
+        self.inner.chain_entries(tenant_id, cursor, limit).await
+    }
+
+    async fn save_chain_heads(&self, heads: &[ChainHead]) -> Result<(), StoreError> {
+        self.faults.outage()?;
+        self.inner.save_chain_heads(heads).await
+    }
+
+    async fn chain_heads(&self, tenant_id: &str) -> Result<Vec<ChainHead>, StoreError> {
+        self.faults.outage()?;
+        self.inner.chain_heads(tenant_id).await
     }
 
     async fn tenants(&self) -> Result<Vec<String>, StoreError> {

@@ -54,6 +54,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use uuid::Uuid;
 
+use crate::chain::{ChainHead, ChainLink, PartitionChains};
 use crate::event::{AuditDecision, AuditVerdict, CoordinationRecord, SourceRef};
 use crate::gate::RolloutStatus;
 
@@ -115,38 +116,71 @@ impl AuditRecord {
         }
     }
 
-    /// SHA-256 (hex) of the record's content, the part that must match when the same id
-    /// is written again.
+    /// The record's canonical content: what must match when the same id is written
+    /// again, and what the hash chain covers (see [`crate::chain`]).
     ///
     /// A verdict's `audited_at` and `duration_ms` are left out: they are wall-clock
     /// measurements of the audit (SPEC §4b), so re-auditing the same evidence after a
     /// crash yields the same verdict with other timings, which is a replay, not a
-    /// conflict. The stored copy keeps the timings of the first audit.
-    pub fn content_digest(&self) -> Result<String, StoreError> {
+    /// conflict, and must rebuild the same chain. The stored copy keeps the timings of
+    /// the first audit.
+    pub fn canonical(&self) -> String {
         let mut content = Map::new();
         content.insert("kind".into(), Value::from(self.kind()));
+        // Serializing these plain structs cannot fail: no maps with non-string keys.
+        let value = |v: Result<Value, serde_json::Error>| v.expect("audit records serialize");
         match self {
             AuditRecord::Decision(d) => {
-                content.insert("record".into(), to_value(d)?);
+                content.insert("record".into(), value(serde_json::to_value(d)));
             }
             AuditRecord::Verdict {
                 verdict,
                 occurred_at,
             } => {
-                let mut record = to_value(verdict)?;
+                let mut record = value(serde_json::to_value(verdict));
                 if let Value::Object(fields) = &mut record {
                     fields.remove("audited_at");
                     fields.remove("duration_ms");
                 }
                 content.insert("record".into(), record);
-                content.insert("occurred_at".into(), to_value(occurred_at)?);
+                content.insert(
+                    "occurred_at".into(),
+                    value(serde_json::to_value(occurred_at)),
+                );
             }
             AuditRecord::Coordination(c) => {
-                content.insert("record".into(), to_value(c)?);
+                content.insert("record".into(), value(serde_json::to_value(c)));
             }
         }
-        let canonical = canonical_json(&Value::Object(content));
-        Ok(hex::encode(Sha256::digest(canonical.as_bytes())))
+        canonical_json(&Value::Object(content))
+    }
+
+    /// SHA-256 (hex) of [`AuditRecord::canonical`].
+    pub fn content_digest(&self) -> String {
+        hex::encode(Sha256::digest(self.canonical().as_bytes()))
+    }
+
+    /// Rebuilds a record from a chain entry's kind, JSON and evidence time.
+    pub fn from_chain_fields(
+        kind: &str,
+        json: &str,
+        occurred_at: Option<DateTime<Utc>>,
+    ) -> Result<AuditRecord, String> {
+        let bad = |e: serde_json::Error| format!("stored {kind} is not readable: {e}");
+        match (kind, occurred_at) {
+            ("decision", _) => Ok(AuditRecord::Decision(
+                serde_json::from_str(json).map_err(bad)?,
+            )),
+            ("verdict", Some(occurred_at)) => Ok(AuditRecord::Verdict {
+                verdict: serde_json::from_str(json).map_err(bad)?,
+                occurred_at,
+            }),
+            ("verdict", None) => Err("stored verdict has no evidence time".into()),
+            ("coordination", _) => Ok(AuditRecord::Coordination(
+                serde_json::from_str(json).map_err(bad)?,
+            )),
+            (other, _) => Err(format!("unknown audit record kind {other:?}")),
+        }
     }
 
     /// The full record as JSON, exactly as published.
@@ -158,11 +192,6 @@ impl AuditRecord {
         };
         json.map_err(|e| StoreError::Permanent(format!("cannot serialize audit record: {e}")))
     }
-}
-
-fn to_value<T: serde::Serialize>(value: &T) -> Result<Value, StoreError> {
-    serde_json::to_value(value)
-        .map_err(|e| StoreError::Permanent(format!("cannot serialize audit record: {e}")))
 }
 
 /// JSON text with object keys sorted at every level, whatever map type serde_json was
@@ -184,6 +213,28 @@ fn canonical_json(value: &Value) -> String {
         }
     }
     sorted(value).to_string()
+}
+
+/// An audit record with its place in the hash chain: what the sink writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRecord {
+    pub record: AuditRecord,
+    pub link: ChainLink,
+}
+
+impl StoredRecord {
+    /// Links `records` into fresh chains, in order: for tests and tools that write
+    /// records outside the pipeline.
+    pub fn chain(records: impl IntoIterator<Item = AuditRecord>) -> Vec<StoredRecord> {
+        let mut chains = PartitionChains::default();
+        records
+            .into_iter()
+            .map(|record| StoredRecord {
+                link: chains.append(&record),
+                record,
+            })
+            .collect()
+    }
 }
 
 /// Operator state of one input partition with the offset it covers (SPEC §6).
@@ -263,8 +314,9 @@ impl StoreError {
 /// concurrently; a backend serializes internally what must be serialized.
 #[async_trait::async_trait]
 pub trait AuditStore: Send + Sync + 'static {
-    /// Stores the records of `records` whose id is not stored yet, durably on return, and
-    /// says what became of each record.
+    /// Stores the records of `records` whose id is not stored yet, and the chain entry of
+    /// every record (see [`crate::chain`]), durably on return, and says what became of
+    /// each record.
     ///
     /// The first write of an id wins forever: a record whose id is already stored (or
     /// earlier in the call) with the same content (see [`AuditRecord::content_digest`])
@@ -274,9 +326,13 @@ pub trait AuditStore: Send + Sync + 'static {
     /// `occurred_at` is newer than the stored one's (ties broken by the greater
     /// `audit_id`), so the result does not depend on write order.
     ///
+    /// Chain entries are keyed by their chain and position: each is kept whatever became
+    /// of its record (a conflict's too, so the chain has no hole), the first write of a
+    /// position wins, and a replay, which rebuilds the same links, writes nothing new.
+    ///
     /// Fails only when the store cannot do the call ([`StoreError`]); the caller then
     /// retries it whole.
-    async fn write(&self, records: &[AuditRecord]) -> Result<WriteOutcome, StoreError>;
+    async fn write(&self, records: &[StoredRecord]) -> Result<WriteOutcome, StoreError>;
 
     /// The latest verdict of one contract, if any.
     async fn rollout_status(
@@ -325,6 +381,23 @@ pub trait AuditStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Page<CoordinationRecord>, StoreError>;
 
+    /// Chain entries of one tenant in (topic, partition, position) order, at most
+    /// `limit` (at least 1) at a time, starting after `cursor`.
+    async fn chain_entries(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<StoredRecord>, StoreError>;
+
+    /// Keeps each of `heads` unless a head of the same chain with more records is
+    /// stored. Called once the checkpoint the heads belong to is saved, so a stored head
+    /// never reaches past what a restore resumes from.
+    async fn save_chain_heads(&self, heads: &[ChainHead]) -> Result<(), StoreError>;
+
+    /// The stored chain heads of one tenant.
+    async fn chain_heads(&self, tenant_id: &str) -> Result<Vec<ChainHead>, StoreError>;
+
     /// Tenants that have any stored record, sorted (for `verify` and summaries).
     async fn tenants(&self) -> Result<Vec<String>, StoreError>;
 
@@ -336,7 +409,7 @@ pub trait AuditStore: Send + Sync + 'static {
 /// partition worker and the HTTP server.
 #[async_trait::async_trait]
 impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
-    async fn write(&self, records: &[AuditRecord]) -> Result<WriteOutcome, StoreError> {
+    async fn write(&self, records: &[StoredRecord]) -> Result<WriteOutcome, StoreError> {
         (**self).write(records).await
     }
 
@@ -388,6 +461,23 @@ impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
         (**self)
             .coordination_records(tenant_id, cursor, limit)
             .await
+    }
+
+    async fn chain_entries(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<StoredRecord>, StoreError> {
+        (**self).chain_entries(tenant_id, cursor, limit).await
+    }
+
+    async fn save_chain_heads(&self, heads: &[ChainHead]) -> Result<(), StoreError> {
+        (**self).save_chain_heads(heads).await
+    }
+
+    async fn chain_heads(&self, tenant_id: &str) -> Result<Vec<ChainHead>, StoreError> {
+        (**self).chain_heads(tenant_id).await
     }
 
     async fn tenants(&self) -> Result<Vec<String>, StoreError> {

@@ -99,8 +99,10 @@ use self::rows::StoredId;
 use self::statements::{in_keyspace, Listing, Values};
 use super::cursor::Cursor;
 use super::{
-    AuditRecord, AuditStore, Checkpoint, Conflict, Page, StoreError, WriteOutcome, MAX_PAGE,
+    AuditRecord, AuditStore, Checkpoint, Conflict, Page, StoreError, StoredRecord, WriteOutcome,
+    MAX_PAGE,
 };
+use crate::chain::ChainHead;
 use crate::config::{ScyllaConfig, ScyllaConsistency};
 use crate::event::{AuditDecision, AuditVerdict, CoordinationRecord, SourceRef};
 use crate::gate::RolloutStatus;
@@ -249,7 +251,11 @@ struct Prepared {
     select_coordination_source: PreparedStatement,
     select_rollout_status: PreparedStatement,
     select_checkpoint: PreparedStatement,
-    select_tenants: [PreparedStatement; 3],
+    insert_chain_entry: PreparedStatement,
+    insert_chain_head: PreparedStatement,
+    select_chain_heads: PreparedStatement,
+    select_tenants: [PreparedStatement; 4],
+    chain: PreparedListing,
     decisions: PreparedListing,
     verdicts: PreparedListing,
     coordination: PreparedListing,
@@ -312,11 +318,16 @@ impl Prepared {
             select_coordination_source: prepare(session, ks, SELECT_COORDINATION_SOURCE).await?,
             select_rollout_status: prepare(session, ks, SELECT_ROLLOUT_STATUS).await?,
             select_checkpoint: prepare(session, ks, SELECT_CHECKPOINT).await?,
+            insert_chain_entry: prepare(session, ks, INSERT_CHAIN_ENTRY).await?,
+            insert_chain_head: prepare(session, ks, INSERT_CHAIN_HEAD).await?,
+            select_chain_heads: prepare(session, ks, SELECT_CHAIN_HEADS).await?,
             select_tenants: [
                 prepare(session, ks, SELECT_TENANTS[0]).await?,
                 prepare(session, ks, SELECT_TENANTS[1]).await?,
                 prepare(session, ks, SELECT_TENANTS[2]).await?,
+                prepare(session, ks, SELECT_TENANTS[3]).await?,
             ],
+            chain: prepare_listing(session, ks, &CHAIN).await?,
             decisions: prepare_listing(session, ks, &DECISIONS).await?,
             verdicts: prepare_listing(session, ks, &VERDICTS).await?,
             coordination: prepare_listing(session, ks, &COORDINATION).await?,
@@ -331,6 +342,7 @@ impl Prepared {
             Target::Coordination => &self.insert_coordination,
             Target::RolloutStatus => &self.insert_rollout_status,
             Target::RecordIds => &self.insert_record_id,
+            Target::Chain => &self.insert_chain_entry,
         }
     }
 }
@@ -573,6 +585,7 @@ enum Target {
     Coordination,
     RolloutStatus,
     RecordIds,
+    Chain,
 }
 
 impl Target {
@@ -583,6 +596,7 @@ impl Target {
             Target::Coordination => "coordination_audit_records",
             Target::RolloutStatus => "rollout_status",
             Target::RecordIds => "audit_record_ids",
+            Target::Chain => "audit_chain",
         }
     }
 }
@@ -626,7 +640,7 @@ struct Plan<'a> {
 /// record whose id is neither stored nor earlier in the call is fresh; one that meets a
 /// copy with the same digest is a duplicate, with another digest a conflict.
 fn plan<'a>(
-    records: &'a [AuditRecord],
+    records: &[&'a AuditRecord],
     digests: &'a [String],
     stored: &'a HashMap<(&'static str, Uuid), StoredId>,
 ) -> Plan<'a> {
@@ -636,7 +650,7 @@ fn plan<'a>(
         duplicates: 0,
         conflicts: Vec::new(),
     };
-    for (record, digest) in records.iter().zip(digests) {
+    for (&record, digest) in records.iter().zip(digests) {
         let key = (record.kind(), record.id());
         let earlier = match (stored.get(&key), seen.get(&key)) {
             (Some(id), _) => Some((id.digest.as_str(), Stored::InStore(id))),
@@ -742,6 +756,21 @@ fn record_writes(fresh: &[Fresh<'_>], now: DateTime<Utc>) -> Result<Vec<Write>, 
     Ok(batch_by_partition(rows))
 }
 
+/// The chain entries of the records, batched per tenant.
+fn chain_writes(records: &[StoredRecord], now: DateTime<Utc>) -> Result<Vec<Write>, StoreError> {
+    let mut rows = Vec::with_capacity(records.len());
+    for StoredRecord { record, link } in records {
+        let json = record.to_json()?;
+        let ts = statements::write_timestamp(statements::record_time(record), now);
+        rows.push((
+            Target::Chain,
+            record.tenant_id().to_owned(),
+            statements::chain_entry_values(record, link, &json, ts),
+        ));
+    }
+    Ok(batch_by_partition(rows))
+}
+
 /// The id rows of the records: one request each (every id is its own partition).
 fn id_writes(fresh: &[Fresh<'_>], now: DateTime<Utc>) -> Vec<Write> {
     fresh
@@ -758,15 +787,13 @@ fn id_writes(fresh: &[Fresh<'_>], now: DateTime<Utc>) -> Vec<Write> {
 
 #[async_trait::async_trait]
 impl AuditStore for ScyllaStore {
-    async fn write(&self, records: &[AuditRecord]) -> Result<WriteOutcome, StoreError> {
-        if records.is_empty() {
+    async fn write(&self, stored_records: &[StoredRecord]) -> Result<WriteOutcome, StoreError> {
+        if stored_records.is_empty() {
             return Ok(WriteOutcome::default());
         }
         let now = Utc::now();
-        let digests = records
-            .iter()
-            .map(AuditRecord::content_digest)
-            .collect::<Result<Vec<_>, _>>()?;
+        let records: Vec<&AuditRecord> = stored_records.iter().map(|s| &s.record).collect();
+        let digests: Vec<String> = records.iter().map(|r| r.content_digest()).collect();
 
         let mut keys: Vec<(&'static str, Uuid)> =
             records.iter().map(|r| (r.kind(), r.id())).collect();
@@ -779,22 +806,20 @@ impl AuditStore for ScyllaStore {
             .filter_map(|(key, id)| id.map(|id| (key, id)))
             .collect();
 
-        let plan = plan(records, &digests, &stored);
+        let plan = plan(&records, &digests, &stored);
         let conflicts = try_join_all(plan.conflicts.iter().map(|p| self.conflict(p))).await?;
         let outcome = WriteOutcome {
             written: plan.fresh.len(),
             duplicates: plan.duplicates,
             conflicts,
         };
+        // Every record's chain entry, whatever became of the record, with its rows.
+        let mut writes = chain_writes(stored_records, now)?;
+        writes.extend(record_writes(&plan.fresh, now)?);
+        try_join_all(writes.into_iter().map(|w| self.run_write(w))).await?;
         if plan.fresh.is_empty() {
             return Ok(outcome);
         }
-        try_join_all(
-            record_writes(&plan.fresh, now)?
-                .into_iter()
-                .map(|w| self.run_write(w)),
-        )
-        .await?;
         try_join_all(
             id_writes(&plan.fresh, now)
                 .into_iter()
@@ -877,6 +902,65 @@ impl AuditStore for ScyllaStore {
     ) -> Result<Page<CoordinationRecord>, StoreError> {
         self.page(&self.prepared.coordination, tenant_id, cursor, limit)
             .await
+    }
+
+    async fn chain_entries(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<StoredRecord>, StoreError> {
+        let listing = &self.prepared.chain;
+        let after = cursor
+            .map(|c| Cursor::decode(c, listing.name))
+            .transpose()?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let fetch = limit + 1;
+        let fetch_bound = i32::try_from(fetch).unwrap_or(i32::MAX);
+        let statement = match after {
+            None => &listing.first_page,
+            Some(_) => &listing.next_page,
+        };
+        let values = statements::chain_listing_values(tenant_id, after.as_ref(), fetch_bound);
+        let rows = self
+            .query_pages(statement, values, fetch, "read of chain entries")
+            .await?;
+        let more = rows.len() > limit;
+        let mut items = Vec::with_capacity(limit.min(rows.len()));
+        let mut last = None;
+        for row in rows.iter().take(limit) {
+            let (entry, cursor) = rows::chain_entry(tenant_id, row)?;
+            items.push(entry);
+            last = Some(cursor);
+        }
+        let next = last.filter(|_| more).map(|cursor| cursor.encode());
+        Ok(Page { items, next })
+    }
+
+    async fn save_chain_heads(&self, heads: &[ChainHead]) -> Result<(), StoreError> {
+        try_join_all(heads.iter().map(|head| {
+            self.execute(
+                &self.prepared.insert_chain_head,
+                statements::chain_head_values(head),
+                "write of chain head",
+            )
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    async fn chain_heads(&self, tenant_id: &str) -> Result<Vec<ChainHead>, StoreError> {
+        let rows = self
+            .query_pages(
+                &self.prepared.select_chain_heads,
+                statements::tenant_key(tenant_id),
+                usize::MAX,
+                "read of chain heads",
+            )
+            .await?;
+        rows.iter()
+            .map(|row| rows::chain_head(tenant_id, row))
+            .collect()
     }
 
     /// A scan of the record tables' partition keys: one row per tenant and table, so
@@ -1275,10 +1359,7 @@ mod tests {
     }
 
     fn digests(records: &[AuditRecord]) -> Vec<String> {
-        records
-            .iter()
-            .map(|r| r.content_digest().unwrap())
-            .collect()
+        records.iter().map(|r| r.content_digest()).collect()
     }
 
     fn ids(fresh: &[Fresh<'_>]) -> Vec<Uuid> {
@@ -1307,7 +1388,7 @@ mod tests {
         let records = vec![a.clone(), b.clone(), a.clone()];
         let d = digests(&records);
         let none = HashMap::new();
-        let planned = plan(&records, &d, &none);
+        let planned = plan(&records.iter().collect::<Vec<_>>(), &d, &none);
         assert_eq!(ids(&planned.fresh), [a.id(), b.id()]);
         assert_eq!(
             planned.duplicates, 1,
@@ -1316,7 +1397,7 @@ mod tests {
         assert!(planned.conflicts.is_empty());
 
         let stored = HashMap::from([stored_id(&a, &d[0])]);
-        let planned = plan(&records, &d, &stored);
+        let planned = plan(&records.iter().collect::<Vec<_>>(), &d, &stored);
         assert_eq!(ids(&planned.fresh), [b.id()]);
         assert_eq!(planned.duplicates, 2, "a stored id with the same digest");
         assert!(planned.conflicts.is_empty());
@@ -1340,8 +1421,8 @@ mod tests {
             AuditRecord::Decision(a2),
         ];
         let d = digests(&records);
-        let stored = HashMap::from([stored_id(&b, &b.content_digest().unwrap())]);
-        let planned = plan(&records, &d, &stored);
+        let stored = HashMap::from([stored_id(&b, &b.content_digest())]);
+        let planned = plan(&records.iter().collect::<Vec<_>>(), &d, &stored);
         assert_eq!(ids(&planned.fresh), [a.event_id, c.id()]);
         assert_eq!(planned.duplicates, 0);
         let conflicts: Vec<(Uuid, &str)> = planned
@@ -1373,7 +1454,7 @@ mod tests {
         let stored = HashMap::from([(("verdict", id), row)]);
         let records = vec![a.clone()];
         let d = digests(&records);
-        let planned = plan(&records, &d, &stored);
+        let planned = plan(&records.iter().collect::<Vec<_>>(), &d, &stored);
         assert_eq!(ids(&planned.fresh), [a.id()]);
         assert!(planned.conflicts.is_empty());
     }
@@ -1391,7 +1472,7 @@ mod tests {
         ];
         let d = digests(&records);
         let none = HashMap::new();
-        let fresh = plan(&records, &d, &none).fresh;
+        let fresh = plan(&records.iter().collect::<Vec<_>>(), &d, &none).fresh;
         let writes = record_writes(&fresh, at(1_000)).unwrap();
         let shape: Vec<(Target, usize)> = writes.iter().map(|w| (w.target, w.rows.len())).collect();
         assert_eq!(
@@ -1458,7 +1539,7 @@ mod tests {
         let records = [record.clone()];
         let d = digests(&records);
         let none = HashMap::new();
-        let fresh = plan(&records, &d, &none).fresh;
+        let fresh = plan(&records.iter().collect::<Vec<_>>(), &d, &none).fresh;
         let now = at(1_000);
         let ts = statements::write_timestamp(at(1), now);
         for write in record_writes(&fresh, now)

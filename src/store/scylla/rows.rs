@@ -10,7 +10,8 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::super::cursor::Cursor;
-use super::super::{Checkpoint, StoreError};
+use super::super::{AuditRecord, Checkpoint, StoreError, StoredRecord};
+use crate::chain::{ChainHead, ChainKey, ChainLink};
 use crate::gate::RolloutStatus;
 
 /// One row's columns, in the order of the SELECT's column list.
@@ -85,6 +86,68 @@ pub(crate) fn listing_item<T: DeserializeOwned>(
     Ok((record, cursor))
 }
 
+/// A chain listing row (source_topic, source_partition, chain_seq, kind, record_id,
+/// prev_hash, hash, occurred_at_ns, record): the entry, and the cursor that resumes
+/// after it.
+pub(crate) fn chain_entry(
+    tenant_id: &str,
+    row: &[Option<CqlValue>],
+) -> Result<(StoredRecord, Cursor), StoreError> {
+    let what = "chain entry";
+    let topic = text(row, 0, what)?;
+    let partition = int(row, 1, what)?;
+    let seq = bigint(row, 2, what)?;
+    let kind = text(row, 3, what)?;
+    let id = uuid(row, 4, what)?;
+    let occurred_at = match column(row, 7) {
+        None => None,
+        Some(CqlValue::BigInt(ns)) => Some(DateTime::<Utc>::from_timestamp_nanos(*ns)),
+        other => return Err(unexpected(what, 7, "bigint", other)),
+    };
+    let record =
+        AuditRecord::from_chain_fields(&kind, &text(row, 8, what)?, occurred_at).map_err(|e| {
+            StoreError::Permanent(format!(
+                "chain entry {tenant_id}@{topic}/{partition} #{seq} ({kind} {id}): {e}"
+            ))
+        })?;
+    let entry = StoredRecord {
+        record,
+        link: ChainLink {
+            seq: u64::try_from(seq).unwrap_or(0),
+            prev_hash: text(row, 5, what)?,
+            hash: text(row, 6, what)?,
+        },
+    };
+    let cursor = Cursor {
+        listing: "chain".to_owned(),
+        topic,
+        partition,
+        offset: seq,
+        id: Uuid::nil(),
+    };
+    Ok((entry, cursor))
+}
+
+/// A chain head row (source_topic, source_partition, records, last_hash, first_offset,
+/// last_offset) of `tenant_id`.
+pub(crate) fn chain_head(
+    tenant_id: &str,
+    row: &[Option<CqlValue>],
+) -> Result<ChainHead, StoreError> {
+    let what = "chain head";
+    Ok(ChainHead {
+        key: ChainKey {
+            tenant_id: tenant_id.to_owned(),
+            topic: text(row, 0, what)?,
+            partition: int(row, 1, what)?,
+        },
+        records: u64::try_from(bigint(row, 2, what)?).unwrap_or(0),
+        last_hash: text(row, 3, what)?,
+        first_offset: bigint(row, 4, what)?,
+        last_offset: bigint(row, 5, what)?,
+    })
+}
+
 /// A rollout status row (status).
 pub(crate) fn rollout_status(row: &[Option<CqlValue>]) -> Result<RolloutStatus, StoreError> {
     json(&text(row, 0, "rollout status")?, "rollout status")
@@ -153,7 +216,7 @@ mod tests {
 
     /// The insert of `record`'s table, and its values.
     fn insert_of(record: &AuditRecord) -> (&'static str, Values) {
-        let digest = record.content_digest().unwrap();
+        let digest = record.content_digest();
         let json = record.to_json().unwrap();
         let (insert, values) = match record {
             AuditRecord::Decision(d) => (INSERT_DECISION, decision_values(d, &digest, &json, 1)),

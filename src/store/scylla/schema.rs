@@ -17,7 +17,7 @@ pub(crate) struct CqlFile {
 }
 
 /// Every schema file, in the order `migrate` applies them.
-pub(crate) const CQL_FILES: [CqlFile; 7] = [
+pub(crate) const CQL_FILES: [CqlFile; 9] = [
     CqlFile {
         name: "001-keyspace.cql",
         text: include_str!("../../../schemas/cql/001-keyspace.cql"),
@@ -45,6 +45,14 @@ pub(crate) const CQL_FILES: [CqlFile; 7] = [
     CqlFile {
         name: "007-audit-record-ids.cql",
         text: include_str!("../../../schemas/cql/007-audit-record-ids.cql"),
+    },
+    CqlFile {
+        name: "008-audit-chain.cql",
+        text: include_str!("../../../schemas/cql/008-audit-chain.cql"),
+    },
+    CqlFile {
+        name: "009-chain-heads.cql",
+        text: include_str!("../../../schemas/cql/009-chain-heads.cql"),
     },
 ];
 
@@ -210,6 +218,8 @@ mod tests {
                  audit_test.stream_checkpoints",
                 "007-audit-record-ids.cql: CREATE TABLE IF NOT EXISTS \
                  audit_test.audit_record_ids",
+                "008-audit-chain.cql: CREATE TABLE IF NOT EXISTS audit_test.audit_chain",
+                "009-chain-heads.cql: CREATE TABLE IF NOT EXISTS audit_test.chain_heads",
             ]
         );
     }

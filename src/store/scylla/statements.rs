@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::super::cursor::Cursor;
 use super::super::{AuditRecord, Checkpoint, StoreError};
 use super::rows::StoredId;
+use crate::chain::{ChainHead, ChainLink};
 use crate::event::{AuditDecision, AuditVerdict, CoordinationRecord};
 use crate::gate::RolloutStatus;
 
@@ -96,9 +97,26 @@ pub(crate) const INSERT_CHECKPOINT: &str = concat!(
     "VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
 );
 
+pub(crate) const INSERT_CHAIN_ENTRY: &str = concat!(
+    "INSERT INTO {{keyspace}}.audit_chain (tenant_id, source_topic, source_partition, ",
+    "chain_seq, kind, record_id, source_offset, prev_hash, hash, occurred_at_ns, record) ",
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+);
+
+pub(crate) const INSERT_CHAIN_HEAD: &str = concat!(
+    "INSERT INTO {{keyspace}}.chain_heads (tenant_id, source_topic, source_partition, ",
+    "records, last_hash, first_offset, last_offset) ",
+    "VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+);
+
 // ---------------------------------------------------------------------------------------
 // Reads.
 // ---------------------------------------------------------------------------------------
+
+pub(crate) const SELECT_CHAIN_HEADS: &str = concat!(
+    "SELECT source_topic, source_partition, records, last_hash, first_offset, last_offset ",
+    "FROM {{keyspace}}.chain_heads WHERE tenant_id = ?"
+);
 
 /// What the write path compares a new record with, and where the stored record is.
 pub(crate) const SELECT_RECORD_ID: &str = concat!(
@@ -140,10 +158,11 @@ pub(crate) const SELECT_CHECKPOINT: &str = concat!(
 );
 
 /// Partition keys of the record tables: every tenant with a record, each once per table.
-pub(crate) const SELECT_TENANTS: [&str; 3] = [
+pub(crate) const SELECT_TENANTS: [&str; 4] = [
     "SELECT DISTINCT tenant_id FROM {{keyspace}}.audit_decisions",
     "SELECT DISTINCT tenant_id FROM {{keyspace}}.audit_verdicts",
     "SELECT DISTINCT tenant_id FROM {{keyspace}}.coordination_audit_records",
+    "SELECT DISTINCT tenant_id FROM {{keyspace}}.audit_chain",
 ];
 
 /// Cheap and always there: reachability without touching audit data.
@@ -197,6 +216,21 @@ pub(crate) const COORDINATION: Listing = Listing {
         "SELECT source_topic, source_partition, source_offset, audit_id, record ",
         "FROM {{keyspace}}.coordination_audit_records WHERE tenant_id = ? ",
         "AND (source_topic, source_partition, source_offset, audit_id) > (?, ?, ?, ?) LIMIT ?"
+    ),
+};
+
+/// The chain entries of a tenant in chain order: binds tenant_id, limit on the first
+/// page; tenant_id, the cursor's topic, partition and position, limit on the next.
+pub(crate) const CHAIN: Listing = Listing {
+    name: "chain",
+    first_page: concat!(
+        "SELECT source_topic, source_partition, chain_seq, kind, record_id, prev_hash, hash, ",
+        "occurred_at_ns, record FROM {{keyspace}}.audit_chain WHERE tenant_id = ? LIMIT ?"
+    ),
+    next_page: concat!(
+        "SELECT source_topic, source_partition, chain_seq, kind, record_id, prev_hash, hash, ",
+        "occurred_at_ns, record FROM {{keyspace}}.audit_chain WHERE tenant_id = ? ",
+        "AND (source_topic, source_partition, chain_seq) > (?, ?, ?) LIMIT ?"
     ),
 };
 
@@ -468,6 +502,67 @@ pub(crate) fn checkpoint_values(checkpoint: &Checkpoint) -> Values {
     ]
 }
 
+/// [`INSERT_CHAIN_ENTRY`]'s values: the entry of `record` at `link`, dated as the
+/// record's rows.
+pub(crate) fn chain_entry_values(
+    record: &AuditRecord,
+    link: &ChainLink,
+    json: &str,
+    write_timestamp: i64,
+) -> Values {
+    let source = record.source();
+    let occurred_at = match record {
+        AuditRecord::Verdict { occurred_at, .. } => bigint(nanos(*occurred_at)),
+        _ => MaybeUnset::Unset,
+    };
+    vec![
+        text(record.tenant_id()),
+        text(&source.topic),
+        int(source.partition),
+        bigint(i64::try_from(link.seq).unwrap_or(i64::MAX)),
+        text(record.kind()),
+        uuid(record.id()),
+        bigint(source.offset),
+        text(&link.prev_hash),
+        text(&link.hash),
+        occurred_at,
+        text(json),
+        bigint(write_timestamp),
+    ]
+}
+
+/// [`INSERT_CHAIN_HEAD`]'s values, written at the head's record count so a longer head
+/// always wins.
+pub(crate) fn chain_head_values(head: &ChainHead) -> Values {
+    let records = i64::try_from(head.records).unwrap_or(i64::MAX);
+    vec![
+        text(&head.key.tenant_id),
+        text(&head.key.topic),
+        int(head.key.partition),
+        bigint(records),
+        text(&head.last_hash),
+        bigint(head.first_offset),
+        bigint(head.last_offset),
+        bigint(records),
+    ]
+}
+
+/// The chain listing's values: [`CHAIN`]'s first page without a cursor, its next page
+/// with one (whose `offset` is the chain position).
+pub(crate) fn chain_listing_values(tenant_id: &str, after: Option<&Cursor>, fetch: i32) -> Values {
+    let mut values = vec![text(tenant_id)];
+    if let Some(c) = after {
+        values.extend([text(&c.topic), int(c.partition), bigint(c.offset)]);
+    }
+    values.push(int(fetch));
+    values
+}
+
+/// [`SELECT_CHAIN_HEADS`]'s values.
+pub(crate) fn tenant_key(tenant_id: &str) -> Values {
+    vec![text(tenant_id)]
+}
+
 /// [`SELECT_CHECKPOINT`]'s values.
 pub(crate) fn checkpoint_key(group: &str, topic: &str, partition: i32) -> Values {
     vec![text(group), text(topic), int(partition)]
@@ -514,17 +609,20 @@ mod tests {
 
     use chrono::TimeZone;
 
+    use super::super::super::StoredRecord;
     use super::super::fixtures::*;
     use super::*;
     use crate::gate::RolloutStatus;
 
-    const INSERTS: [&str; 6] = [
+    const INSERTS: [&str; 8] = [
         INSERT_DECISION,
         INSERT_VERDICT,
         INSERT_COORDINATION,
         INSERT_ROLLOUT_STATUS,
         INSERT_RECORD_ID,
         INSERT_CHECKPOINT,
+        INSERT_CHAIN_ENTRY,
+        INSERT_CHAIN_HEAD,
     ];
 
     fn selects() -> Vec<&'static str> {
@@ -535,9 +633,10 @@ mod tests {
             SELECT_COORDINATION_SOURCE,
             SELECT_ROLLOUT_STATUS,
             SELECT_CHECKPOINT,
+            SELECT_CHAIN_HEADS,
         ];
         all.extend(SELECT_TENANTS);
-        for listing in [&DECISIONS, &VERDICTS, &COORDINATION] {
+        for listing in [&DECISIONS, &VERDICTS, &COORDINATION, &CHAIN] {
             all.extend([listing.first_page, listing.next_page]);
         }
         all
@@ -576,6 +675,20 @@ mod tests {
         let c = coordination("acme", 7);
         let record = AuditRecord::Decision(d.clone());
         let status = RolloutStatus::from_verdict(&v, at(-5));
+        let mut chains = crate::chain::PartitionChains::default();
+        let chained = StoredRecord {
+            link: chains.append(&record),
+            record: record.clone(),
+        };
+        let verdict_record = AuditRecord::Verdict {
+            verdict: v.clone(),
+            occurred_at: at(-5),
+        };
+        let chained_verdict = StoredRecord {
+            link: chains.append(&verdict_record),
+            record: verdict_record,
+        };
+        let head = chains.heads().next().expect("a head").clone();
         let cases = [
             (INSERT_DECISION, decision_values(&d, "x", "{}", 1).unwrap()),
             (
@@ -592,6 +705,15 @@ mod tests {
             ),
             (INSERT_RECORD_ID, record_id_values(&record, "x", 1)),
             (INSERT_CHECKPOINT, checkpoint_values(&checkpoint(25))),
+            (
+                INSERT_CHAIN_ENTRY,
+                chain_entry_values(&chained.record, &chained.link, "{}", 1),
+            ),
+            (
+                INSERT_CHAIN_ENTRY,
+                chain_entry_values(&chained_verdict.record, &chained_verdict.link, "{}", 1),
+            ),
+            (INSERT_CHAIN_HEAD, chain_head_values(&head)),
         ];
         for (insert, values) in cases {
             serialize_for(insert, &values).unwrap_or_else(|e| panic!("{insert}: {e}"));

@@ -1,0 +1,434 @@
+//! The hash chain of audit records: what makes a stored record tamper-evident.
+//!
+//! Every audit record the pipeline derives is linked into the chain of its
+//! (tenant, input topic, input partition), in offset order:
+//!
+//! ```text
+//! hash(n) = SHA-256( hash(n-1) ‖ "\n" ‖ canonical(record n) )
+//! hash(-1) = SHA-256( "audit-stream/chain/v1" ‖ NUL ‖ tenant ‖ NUL ‖ topic ‖ NUL ‖ partition )
+//! ```
+//!
+//! `canonical` is [`AuditRecord::canonical`]: the record's content with sorted keys,
+//! without a verdict's wall-clock timings, so replaying the same records from the same
+//! state rebuilds the same hashes. The genesis hash names the chain, so a record cannot
+//! be moved from one chain to another unnoticed.
+//!
+//! The chain state of a partition ([`PartitionChains`]) is operator state: it is
+//! checkpointed with the counters and restored with them, and the latest checkpointed
+//! [`ChainHead`] of each chain (last hash, offset range, record count) is also stored on
+//! its own, so a verifier knows how far each chain must reach. [`check`] recomputes a
+//! chain and says what was modified, deleted, inserted or reordered.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::store::AuditRecord;
+
+/// Which chain a record belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ChainKey {
+    pub tenant_id: String,
+    /// The input topic and partition the record was derived from.
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl ChainKey {
+    /// The chain of `record`.
+    pub fn of(record: &AuditRecord) -> ChainKey {
+        let source = record.source();
+        ChainKey {
+            tenant_id: record.tenant_id().to_owned(),
+            topic: source.topic.clone(),
+            partition: source.partition,
+        }
+    }
+
+    /// The hash the first record of the chain links to.
+    pub fn genesis(&self) -> String {
+        let mut hasher = Sha256::new();
+        for part in [
+            "audit-stream/chain/v1",
+            &self.tenant_id,
+            &self.topic,
+            &self.partition.to_string(),
+        ] {
+            hasher.update(part.as_bytes());
+            hasher.update([0]);
+        }
+        hex::encode(hasher.finalize())
+    }
+}
+
+impl std::fmt::Display for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}/{}", self.tenant_id, self.topic, self.partition)
+    }
+}
+
+/// A record's place in its chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainLink {
+    /// Position in the chain, from 0.
+    pub seq: u64,
+    /// Hex SHA-256 of the previous record (the genesis hash for the first).
+    pub prev_hash: String,
+    /// Hex SHA-256 of `prev_hash` and this record's canonical content.
+    pub hash: String,
+}
+
+/// The hash of a record with canonical content `canonical` following `prev_hash`.
+pub fn link_hash(prev_hash: &str, canonical: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(prev_hash.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(canonical.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// Whether `link` is the hash of `record` after `link.prev_hash`.
+pub fn is_intact(record: &AuditRecord, link: &ChainLink) -> bool {
+    link_hash(&link.prev_hash, &record.canonical()) == link.hash
+}
+
+/// Where a chain stood when its partition was last checkpointed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    #[serde(flatten)]
+    pub key: ChainKey,
+    /// Records in the chain: the `seq` of the next one.
+    pub records: u64,
+    /// Hash of the last record.
+    pub last_hash: String,
+    /// Source offsets of the first and the last record.
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+/// The chains of one input partition, one per tenant: operator state, checkpointed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionChains {
+    heads: BTreeMap<String, ChainHead>,
+}
+
+impl PartitionChains {
+    /// Links `record` as the next record of its chain.
+    pub fn append(&mut self, record: &AuditRecord) -> ChainLink {
+        let offset = record.source().offset;
+        let head = self
+            .heads
+            .entry(record.tenant_id().to_owned())
+            .or_insert_with(|| {
+                let key = ChainKey::of(record);
+                ChainHead {
+                    records: 0,
+                    last_hash: key.genesis(),
+                    first_offset: offset,
+                    last_offset: offset,
+                    key,
+                }
+            });
+        let hash = link_hash(&head.last_hash, &record.canonical());
+        let link = ChainLink {
+            seq: head.records,
+            prev_hash: std::mem::replace(&mut head.last_hash, hash.clone()),
+            hash,
+        };
+        head.records += 1;
+        head.last_offset = offset;
+        link
+    }
+
+    /// The head of every chain of the partition.
+    pub fn heads(&self) -> impl Iterator<Item = &ChainHead> {
+        self.heads.values()
+    }
+}
+
+/// A stored chain entry as the verifier sees it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: Uuid,
+    pub kind: &'static str,
+    pub link: ChainLink,
+    /// Whether `link.hash` is the hash of the stored content after `link.prev_hash`.
+    pub intact: bool,
+}
+
+/// Something wrong with a chain, naming the records concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// The record's content (or its hash) is not what was chained.
+    Modified {
+        id: Uuid,
+        kind: &'static str,
+        seq: u64,
+    },
+    /// `count` records at positions `from_seq..` are missing, before `before` (`None`:
+    /// at the end of the chain, which the stored head says is longer).
+    Deleted {
+        from_seq: u64,
+        count: u64,
+        before: Option<Uuid>,
+    },
+    /// A record that is not part of the chain.
+    Inserted {
+        id: Uuid,
+        kind: &'static str,
+        seq: u64,
+    },
+    /// A chained record stored at another position than the one it was chained at.
+    Reordered {
+        id: Uuid,
+        kind: &'static str,
+        stored_seq: u64,
+        chained_seq: u64,
+    },
+}
+
+impl Finding {
+    /// `modified`, `deleted`, `inserted` or `reordered`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Finding::Modified { .. } => "modified",
+            Finding::Deleted { .. } => "deleted",
+            Finding::Inserted { .. } => "inserted",
+            Finding::Reordered { .. } => "reordered",
+        }
+    }
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Finding::Modified { id, kind, seq } => {
+                write!(f, "modified {kind} {id} (chain position {seq})")
+            }
+            Finding::Deleted {
+                from_seq,
+                count,
+                before: Some(id),
+            } => write!(
+                f,
+                "deleted {count} record(s) at chain position {from_seq} before {id}"
+            ),
+            Finding::Deleted {
+                from_seq,
+                count,
+                before: None,
+            } => write!(
+                f,
+                "deleted {count} record(s) at the end of the chain, from position {from_seq}"
+            ),
+            Finding::Inserted { id, kind, seq } => {
+                write!(f, "inserted {kind} {id} (claims chain position {seq})")
+            }
+            Finding::Reordered {
+                id,
+                kind,
+                stored_seq,
+                chained_seq,
+            } => write!(
+                f,
+                "reordered {kind} {id}: stored at position {stored_seq}, chained at {chained_seq}"
+            ),
+        }
+    }
+}
+
+/// What [`check`] found in one chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Records on the chain, from genesis.
+    pub linked: u64,
+    /// Records after the stored head: written since the partition's last checkpoint,
+    /// linked but not yet anchored by a head.
+    pub unanchored: u64,
+    pub findings: Vec<Finding>,
+}
+
+/// Recomputes one chain from its stored entries (any order) and its stored head.
+///
+/// The chain is followed by its links from the genesis hash of `key`, so it is the
+/// hashes, not the stored positions, that say what the chain is:
+/// - an entry whose hash does not match its content is **modified**; so is one whose
+///   successor names another hash for it (its hash was rewritten with its content);
+/// - an entry whose predecessor's hash no entry has starts after a gap: the positions in
+///   between were **deleted**; a chain shorter than its stored head lost its end;
+/// - an entry the links never reach (a fork, or a forged link) is **inserted**;
+/// - a linked entry stored at another position than the one it was reached at is
+///   **reordered**.
+pub fn check(key: &ChainKey, entries: &[Entry], head: Option<&ChainHead>) -> ChainReport {
+    let genesis = key.genesis();
+    let hashes: HashSet<&str> = entries.iter().map(|e| e.link.hash.as_str()).collect();
+    let mut successors: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, entry) in entries.iter().enumerate() {
+        successors
+            .entry(entry.link.prev_hash.as_str())
+            .or_default()
+            .push(i);
+    }
+    let anchor = head.map(|h| h.last_hash.as_str());
+    let mut walk = Walk {
+        entries,
+        successors: &successors,
+        anchor,
+        visited: vec![false; entries.len()],
+        findings: Vec::new(),
+        anchored_at: None,
+    };
+
+    let (mut position, mut last) = walk.follow(&genesis, 0);
+    // Entries whose predecessor is gone: each starts a segment after a gap.
+    let mut orphans: Vec<usize> = (0..entries.len())
+        .filter(|&i| {
+            let prev = entries[i].link.prev_hash.as_str();
+            prev != genesis && !hashes.contains(prev)
+        })
+        .collect();
+    orphans.sort_by_key(|&i| entries[i].link.seq);
+    for i in orphans {
+        let entry = &entries[i];
+        let taken = walk.visited_seq(entry.link.seq);
+        if walk.visited[i] || !entry.intact || taken || entry.link.seq < position {
+            // Not reached by any link, and not a plausible successor of a gap either.
+            continue;
+        }
+        match last {
+            // The previous record's successor names another hash for it: its hash was
+            // rewritten together with its content.
+            Some(prev) if entries[prev].link.seq + 1 == entry.link.seq => {
+                walk.findings.push(Finding::Modified {
+                    id: entries[prev].id,
+                    kind: entries[prev].kind,
+                    seq: entries[prev].link.seq,
+                });
+            }
+            _ => walk.findings.push(Finding::Deleted {
+                from_seq: position,
+                count: entry.link.seq - position,
+                before: Some(entry.id),
+            }),
+        }
+        walk.visit(i, entry.link.seq);
+        (position, last) = walk.follow(&entry.link.hash, entry.link.seq + 1);
+        last = last.or(Some(i));
+    }
+    for (i, entry) in entries.iter().enumerate() {
+        if !walk.visited[i] {
+            walk.findings.push(Finding::Inserted {
+                id: entry.id,
+                kind: entry.kind,
+                seq: entry.link.seq,
+            });
+        }
+    }
+    let linked = walk.visited.iter().filter(|v| **v).count() as u64;
+    let mut unanchored = 0;
+    if let Some(head) = head {
+        match walk.anchored_at {
+            Some(at) => unanchored = position.saturating_sub(at + 1),
+            None if position < head.records => walk.findings.push(Finding::Deleted {
+                from_seq: position,
+                count: head.records - position,
+                before: None,
+            }),
+            // The head's record is gone but the chain goes on past it: a record there
+            // was replaced, which the findings above already name.
+            None => {}
+        }
+    }
+    let mut findings = walk.findings;
+    findings.sort_by_key(|f| match f {
+        Finding::Modified { seq, .. } | Finding::Inserted { seq, .. } => *seq,
+        Finding::Deleted { from_seq, .. } => *from_seq,
+        Finding::Reordered { chained_seq, .. } => *chained_seq,
+    });
+    ChainReport {
+        linked,
+        unanchored,
+        findings,
+    }
+}
+
+/// The state of one run of [`check`].
+struct Walk<'a> {
+    entries: &'a [Entry],
+    successors: &'a HashMap<&'a str, Vec<usize>>,
+    anchor: Option<&'a str>,
+    visited: Vec<bool>,
+    findings: Vec<Finding>,
+    /// The chain position at which the stored head's hash was reached.
+    anchored_at: Option<u64>,
+}
+
+impl Walk<'_> {
+    /// Follows the links from `hash`, the entry at `position` being the first expected;
+    /// returns the position after the last entry reached, and that entry.
+    fn follow(&mut self, hash: &str, mut position: u64) -> (u64, Option<usize>) {
+        let mut hash = hash.to_owned();
+        let mut last = None;
+        while let Some(next) = self.pick(&hash, position) {
+            self.visit(next, position);
+            last = Some(next);
+            position += 1;
+            hash.clone_from(&self.entries[next].link.hash);
+        }
+        (position, last)
+    }
+
+    /// The successor of `hash`: of several (a fork), the intact one that the chain goes
+    /// on from (or that the head names), stored at `position`.
+    fn pick(&self, hash: &str, position: u64) -> Option<usize> {
+        let candidates = self.successors.get(hash)?;
+        candidates
+            .iter()
+            .copied()
+            .filter(|&i| !self.visited[i])
+            .max_by_key(|&i| {
+                let entry = &self.entries[i];
+                let continued = self.successors.contains_key(entry.link.hash.as_str())
+                    || self.anchor == Some(entry.link.hash.as_str());
+                (
+                    entry.intact,
+                    continued,
+                    entry.link.seq == position,
+                    std::cmp::Reverse(i),
+                )
+            })
+    }
+
+    /// Marks entry `i` reached at chain `position` and records what is wrong with it.
+    fn visit(&mut self, i: usize, position: u64) {
+        self.visited[i] = true;
+        let entry = &self.entries[i];
+        if !entry.intact {
+            self.findings.push(Finding::Modified {
+                id: entry.id,
+                kind: entry.kind,
+                seq: position,
+            });
+        } else if entry.link.seq != position {
+            self.findings.push(Finding::Reordered {
+                id: entry.id,
+                kind: entry.kind,
+                stored_seq: entry.link.seq,
+                chained_seq: position,
+            });
+        }
+        if self.anchor == Some(entry.link.hash.as_str()) {
+            self.anchored_at = Some(position);
+        }
+    }
+
+    /// Whether a reached entry is stored at position `seq`.
+    fn visited_seq(&self, seq: u64) -> bool {
+        self.entries
+            .iter()
+            .zip(&self.visited)
+            .any(|(e, v)| *v && e.link.seq == seq)
+    }
+}
