@@ -307,11 +307,14 @@ pub fn check(key: &ChainKey, entries: &[Entry], head: Option<&ChainHead>) -> Cha
                     seq: entries[prev].link.seq,
                 });
             }
-            _ => walk.findings.push(Finding::Deleted {
+            _ if entry.link.seq > position => walk.findings.push(Finding::Deleted {
                 from_seq: position,
                 count: entry.link.seq - position,
                 before: Some(entry.id),
             }),
+            // It links to nothing of this chain, at a position with no gap before it:
+            // not part of the chain.
+            _ => continue,
         }
         walk.visit(i, entry.link.seq);
         (position, last) = walk.follow(&entry.link.hash, entry.link.seq + 1);
@@ -430,5 +433,141 @@ impl Walk<'_> {
             .iter()
             .zip(&self.visited)
             .any(|(e, v)| *v && e.link.seq == seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::scylla::fixtures::{coordination, decision, verdict_record};
+
+    fn records(tenant: &str, n: i64) -> Vec<AuditRecord> {
+        (0..n)
+            .map(|offset| match offset % 3 {
+                0 => AuditRecord::Decision(decision(tenant, offset)),
+                1 => verdict_record(tenant, "deploy-api", offset),
+                _ => AuditRecord::Coordination(coordination(tenant, offset)),
+            })
+            .collect()
+    }
+
+    /// The chain of `records`, as entries, and its head.
+    fn chained(records: &[AuditRecord]) -> (Vec<Entry>, ChainHead) {
+        let mut chains = PartitionChains::default();
+        let entries = records
+            .iter()
+            .map(|record| {
+                let link = chains.append(record);
+                Entry {
+                    id: record.id(),
+                    kind: record.kind(),
+                    intact: is_intact(record, &link),
+                    link,
+                }
+            })
+            .collect();
+        let head = chains.heads().next().expect("one chain").clone();
+        (entries, head)
+    }
+
+    #[test]
+    fn a_chain_links_each_record_to_the_previous_one_from_its_genesis() {
+        let records = records("acme", 4);
+        let (entries, head) = chained(&records);
+        let key = ChainKey::of(&records[0]);
+        assert_eq!(entries[0].link.prev_hash, key.genesis());
+        for pair in entries.windows(2) {
+            assert_eq!(pair[1].link.prev_hash, pair[0].link.hash);
+            assert_eq!(pair[1].link.seq, pair[0].link.seq + 1);
+        }
+        assert!(entries.iter().all(|e| e.intact));
+        assert_eq!(head.records, 4);
+        assert_eq!(head.last_hash, entries[3].link.hash);
+        assert_eq!((head.first_offset, head.last_offset), (0, 3));
+        assert_eq!(
+            check(&key, &entries, Some(&head)),
+            ChainReport {
+                linked: 4,
+                unanchored: 0,
+                findings: Vec::new(),
+            }
+        );
+    }
+
+    #[test]
+    fn replaying_from_a_restored_state_rebuilds_the_same_hashes() {
+        let records = records("acme", 6);
+        let mut chains = PartitionChains::default();
+        let first: Vec<ChainLink> = records[..3].iter().map(|r| chains.append(r)).collect();
+        // A checkpoint of the state, serialized and restored as a restore does.
+        let saved = serde_json::to_vec(&chains).expect("serialize");
+        let rest: Vec<ChainLink> = records[3..].iter().map(|r| chains.append(r)).collect();
+        let mut restored: PartitionChains = serde_json::from_slice(&saved).expect("restore");
+        let replayed: Vec<ChainLink> = records[3..].iter().map(|r| restored.append(r)).collect();
+        assert_eq!(replayed, rest);
+        assert_eq!(first[2].hash, rest[0].prev_hash);
+    }
+
+    #[test]
+    fn a_verdicts_timings_are_not_part_of_its_hash() {
+        let record = verdict_record("acme", "deploy-api", 1);
+        let mut reaudited = record.clone();
+        if let AuditRecord::Verdict { verdict, .. } = &mut reaudited {
+            verdict.duration_ms += 40;
+            verdict.audited_at += chrono::Duration::seconds(5);
+        }
+        let link = PartitionChains::default().append(&record);
+        assert!(is_intact(&reaudited, &link));
+    }
+
+    #[test]
+    fn each_tenant_of_a_partition_has_its_own_chain() {
+        let mut chains = PartitionChains::default();
+        let a = chains.append(&AuditRecord::Decision(decision("acme", 0)));
+        let b = chains.append(&AuditRecord::Decision(decision("globex", 1)));
+        assert_eq!((a.seq, b.seq), (0, 0));
+        assert_ne!(a.prev_hash, b.prev_hash, "genesis names the tenant");
+        assert_eq!(chains.heads().count(), 2);
+    }
+
+    #[test]
+    fn entries_after_the_head_are_linked_but_unanchored() {
+        let records = records("acme", 5);
+        let (entries, _) = chained(&records);
+        let (_, head) = chained(&records[..3]);
+        let report = check(&ChainKey::of(&records[0]), &entries, Some(&head));
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+        assert_eq!((report.linked, report.unanchored), (5, 2));
+    }
+
+    #[test]
+    fn a_record_moved_to_another_chain_does_not_link_there() {
+        let acme = records("acme", 3);
+        let (entries, head) = chained(&acme);
+        // The same entries checked as another tenant's chain: nothing links to its genesis.
+        let mut other = ChainKey::of(&acme[0]);
+        other.tenant_id = "globex".into();
+        let report = check(&other, &entries, Some(&head));
+        assert_eq!(report.linked, 0);
+        assert!(report
+            .findings
+            .iter()
+            .all(|f| matches!(f, Finding::Inserted { .. } | Finding::Deleted { .. })));
+        assert_eq!(report.findings.len(), 4, "{:?}", report.findings);
+    }
+
+    #[test]
+    fn the_first_record_deleted_is_a_gap_at_position_zero() {
+        let records = records("acme", 4);
+        let (entries, head) = chained(&records);
+        let report = check(&ChainKey::of(&records[0]), &entries[1..], Some(&head));
+        assert_eq!(
+            report.findings,
+            [Finding::Deleted {
+                from_seq: 0,
+                count: 1,
+                before: Some(records[1].id()),
+            }]
+        );
     }
 }

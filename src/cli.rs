@@ -39,6 +39,15 @@ pub enum Command {
     },
     /// Create the store's schema (idempotent) and print what was done.
     Migrate,
+    /// Recompute the hash chains of the stored audit records and check every stored
+    /// record against them; report modified, deleted, inserted and reordered records.
+    ///
+    /// Exit status: 0 nothing found, 3 tampering found, 1 the check could not run.
+    Verify {
+        /// Only this tenant (default: every tenant in the store).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Ask the rollout gate whether a contract's rollout may proceed.
     ///
     /// Exit status: 0 proceed, 10 wait, 11 rollback, 12 escalate.

@@ -20,6 +20,8 @@
 //!   tracker, and the live partition worker: the only place that knows stage order.
 //! - [`kafka`]: consumer and producer; nothing else touches rdkafka.
 //! - [`store`]: the one write path of audit records.
+//! - [`chain`]: the hash chain that makes stored records tamper-evident; [`verify`]
+//!   recomputes it.
 //! - [`config`], [`metrics`], [`http`], [`telemetry`]: running it.
 //! - [`cli`], [`service`], [`produce`], [`demo`]: the commands of the binary.
 //!
@@ -47,3 +49,4 @@ pub mod service;
 pub mod store;
 pub mod telemetry;
 pub mod validation;
+pub mod verify;

@@ -11,7 +11,7 @@ use audit_stream::cli::{Cli, Command};
 use audit_stream::config::{Config, StoreKind};
 use audit_stream::gate::{self, Action};
 use audit_stream::pipeline::{offline, recipe_source, worker::Shared, Operator};
-use audit_stream::{demo, metrics, produce, service, telemetry};
+use audit_stream::{demo, metrics, produce, service, telemetry, verify};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -111,6 +111,18 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { tenant } => {
+            let store = service::open_store(&config).await?;
+            let progress = verify::progress_bar();
+            let report = verify::verify(store.as_ref(), tenant.as_deref(), &progress).await?;
+            progress.finish_and_clear();
+            print!("{report}");
+            Ok(if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
         }
         Command::Gate {
             contract_id,

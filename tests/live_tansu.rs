@@ -260,4 +260,17 @@ fn live_outputs_equal_process_outputs_record_for_record() {
     };
     assert_eq!(answer["action"], action, "{answer}");
     assert_eq!(gate.status.code(), Some(code));
+
+    // What the live service stored verifies clean, every chain anchored by the heads
+    // saved with the final checkpoints of the drain.
+    let verify = audit_stream()
+        .arg("verify")
+        .envs(env.iter().cloned())
+        .env("AUDIT_STREAM__STORE__EMBEDDED_PATH", &store)
+        .output()
+        .expect("verify runs");
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert_eq!(verify.status.code(), Some(0), "{report}");
+    assert!(report.contains("no tampering found"), "{report}");
+    assert!(!report.contains("not yet anchored"), "{report}");
 }

@@ -67,7 +67,7 @@
 //! ```
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 pub(crate) mod rows;
 pub(crate) mod schema;
 pub(crate) mod statements;

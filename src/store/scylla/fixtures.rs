@@ -24,13 +24,13 @@ use crate::event::{
 use crate::store::{AuditRecord, Checkpoint};
 
 /// 2025-03-01T12:00:00.123456789Z plus `seconds`: sub-millisecond on purpose.
-pub(super) fn at(seconds: i64) -> DateTime<Utc> {
+pub(crate) fn at(seconds: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap()
         + chrono::Duration::nanoseconds(123_456_789)
         + chrono::Duration::seconds(seconds)
 }
 
-pub(super) fn source(tenant: &str, topic: &str, offset: i64) -> SourceRef {
+pub(crate) fn source(tenant: &str, topic: &str, offset: i64) -> SourceRef {
     SourceRef {
         topic: topic.into(),
         partition: 2,
@@ -42,7 +42,7 @@ pub(super) fn source(tenant: &str, topic: &str, offset: i64) -> SourceRef {
     }
 }
 
-pub(super) fn decision(tenant: &str, offset: i64) -> AuditDecision {
+pub(crate) fn decision(tenant: &str, offset: i64) -> AuditDecision {
     let source = source(tenant, "audit.validation.v1", offset);
     AuditDecision {
         schema_version: SCHEMA_VERSION,
@@ -62,7 +62,7 @@ pub(super) fn decision(tenant: &str, offset: i64) -> AuditDecision {
     }
 }
 
-pub(super) fn verdict(tenant: &str, contract: &str, offset: i64) -> AuditVerdict {
+pub(crate) fn verdict(tenant: &str, contract: &str, offset: i64) -> AuditVerdict {
     let source = source(tenant, "audit.execution.v1", offset);
     let src = source.event_id.to_string();
     let check = |id: &str, result: CheckResult| CheckOutcome {
@@ -98,7 +98,7 @@ pub(super) fn verdict(tenant: &str, contract: &str, offset: i64) -> AuditVerdict
     }
 }
 
-pub(super) fn coordination(tenant: &str, offset: i64) -> CoordinationRecord {
+pub(crate) fn coordination(tenant: &str, offset: i64) -> CoordinationRecord {
     let source = source(tenant, "audit.coordination.v1", offset);
     CoordinationRecord {
         audit_id: output_id(
@@ -120,14 +120,14 @@ pub(super) fn coordination(tenant: &str, offset: i64) -> CoordinationRecord {
     }
 }
 
-pub(super) fn verdict_record(tenant: &str, contract: &str, offset: i64) -> AuditRecord {
+pub(crate) fn verdict_record(tenant: &str, contract: &str, offset: i64) -> AuditRecord {
     AuditRecord::Verdict {
         verdict: verdict(tenant, contract, offset),
         occurred_at: at(offset - 30),
     }
 }
 
-pub(super) fn checkpoint(next_offset: i64) -> Checkpoint {
+pub(crate) fn checkpoint(next_offset: i64) -> Checkpoint {
     Checkpoint {
         group: "audit-stream".into(),
         topic: "audit.validation.v1".into(),
@@ -139,7 +139,7 @@ pub(super) fn checkpoint(next_offset: i64) -> Checkpoint {
 }
 
 /// Bound values as plain options (unset as `None`), to compare them.
-pub(super) fn plain(values: &Values) -> Vec<Option<CqlValue>> {
+pub(crate) fn plain(values: &Values) -> Vec<Option<CqlValue>> {
     values
         .iter()
         .map(|v| match v {
@@ -150,7 +150,7 @@ pub(super) fn plain(values: &Values) -> Vec<Option<CqlValue>> {
 }
 
 /// Column name → CQL type of `table`, from its file in `schemas/cql/`.
-pub(super) fn table_columns(table: &str) -> HashMap<String, String> {
+pub(crate) fn table_columns(table: &str) -> HashMap<String, String> {
     let file = CQL_FILES
         .iter()
         .find(|f| f.text.contains(&format!("{{{{keyspace}}}}.{table} (")))
@@ -168,7 +168,7 @@ pub(super) fn table_columns(table: &str) -> HashMap<String, String> {
 
 /// The primary key of `table` as written: the partition key columns, then the clustering
 /// columns.
-pub(super) fn primary_key(table: &str) -> (Vec<String>, Vec<String>) {
+pub(crate) fn primary_key(table: &str) -> (Vec<String>, Vec<String>) {
     let file = CQL_FILES
         .iter()
         .find(|f| f.text.contains(&format!("{{{{keyspace}}}}.{table} (")))
@@ -188,7 +188,7 @@ pub(super) fn primary_key(table: &str) -> (Vec<String>, Vec<String>) {
 }
 
 /// Whether `value` can be bound to a column of CQL type `kind`.
-pub(super) fn fits(value: &CqlValue, kind: &str) -> bool {
+pub(crate) fn fits(value: &CqlValue, kind: &str) -> bool {
     match (kind, value) {
         ("text", CqlValue::Text(_))
         | ("int", CqlValue::Int(_))
@@ -229,7 +229,7 @@ fn column_type(kind: &str) -> ColumnType<'static> {
 /// Serializes `values` for `insert` the way the driver does for the prepared statement,
 /// whose bind markers are the columns' types (from the DDL) and the bigint timestamp:
 /// fails if a value is not of its column's type or the count is wrong.
-pub(super) fn serialize_for(insert: &str, values: &Values) -> Result<Vec<u8>, String> {
+pub(crate) fn serialize_for(insert: &str, values: &Values) -> Result<Vec<u8>, String> {
     let (table, columns) = insert_columns(insert);
     let types = table_columns(&table);
     let spec = |name: &str, typ| {
@@ -255,7 +255,7 @@ pub(super) fn serialize_for(insert: &str, values: &Values) -> Result<Vec<u8>, St
 }
 
 /// (table, column list) of an `INSERT INTO {{keyspace}}.table (a, b, ...) VALUES ...`.
-pub(super) fn insert_columns(insert: &str) -> (String, Vec<String>) {
+pub(crate) fn insert_columns(insert: &str) -> (String, Vec<String>) {
     let rest = insert
         .strip_prefix("INSERT INTO {{keyspace}}.")
         .expect("an insert into the keyspace");
@@ -268,7 +268,7 @@ pub(super) fn insert_columns(insert: &str) -> (String, Vec<String>) {
 }
 
 /// (table, column list) of a `SELECT a, b FROM table WHERE ...`.
-pub(super) fn select_columns(select: &str) -> (String, Vec<String>) {
+pub(crate) fn select_columns(select: &str) -> (String, Vec<String>) {
     let rest = select.strip_prefix("SELECT ").expect("a select");
     let (columns, rest) = rest.split_once(" FROM ").unwrap();
     let table = rest.split_whitespace().next().unwrap();
@@ -283,7 +283,7 @@ pub(super) fn select_columns(select: &str) -> (String, Vec<String>) {
 
 /// The row `select` returns after `insert` ran with `values`: the inserted values of the
 /// selected columns, an unset one read as null.
-pub(super) fn row_after(insert: &str, values: &Values, select: &str) -> Columns {
+pub(crate) fn row_after(insert: &str, values: &Values, select: &str) -> Columns {
     let (table, columns) = insert_columns(insert);
     let (selected_table, selected) = select_columns(select);
     assert_eq!(table, selected_table);
