@@ -981,6 +981,131 @@ mod cases {
     pub(super) async fn ping_succeeds_on_a_reachable_store<S: AuditStore>(store: &S) {
         store.ping().await.unwrap();
     }
+
+    /// Every chain entry of a tenant, read a page of `limit` at a time.
+    async fn all_entries<S: AuditStore>(
+        store: &S,
+        tenant: &str,
+        limit: usize,
+    ) -> Vec<StoredRecord> {
+        let mut entries = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = store
+                .chain_entries(tenant, cursor.as_deref(), limit)
+                .await
+                .unwrap();
+            assert!(page.items.len() <= limit);
+            entries.extend(page.items);
+            cursor = page.next;
+            if cursor.is_none() {
+                return entries;
+            }
+        }
+    }
+
+    pub(super) async fn chain_entries_are_listed_in_chain_order_a_page_at_a_time<S: AuditStore>(
+        store: &S,
+    ) {
+        // Two chains of acme (two partitions) and one of globex, interleaved in writes.
+        let mut chains: Vec<Vec<StoredRecord>> =
+            [(0, "acme"), (1, "acme"), (0, "globex")]
+                .iter()
+                .map(|&(partition, tenant)| {
+                    StoredRecord::chain((0..5).map(|offset| {
+                        AuditRecord::Decision(decision(tenant, partition, offset, 0))
+                    }))
+                })
+                .collect();
+        let verdicts = StoredRecord::chain((0..3).map(|offset| {
+            verdict_record(
+                verdict("acme", "deploy-api", 0, offset, CheckResult::Pass),
+                at(offset),
+            )
+        }));
+        for i in 0..5 {
+            let batch: Vec<StoredRecord> = chains.iter().map(|c| c[i].clone()).collect();
+            store.write(&batch).await.unwrap();
+        }
+        store.write(&verdicts).await.unwrap();
+        chains.push(verdicts);
+
+        let mut expected: Vec<StoredRecord> = chains
+            .iter()
+            .flatten()
+            .filter(|s| s.record.tenant_id() == "acme")
+            .cloned()
+            .collect();
+        expected.sort_by_key(|s| {
+            let source = s.record.source();
+            (source.topic.clone(), source.partition, s.link.seq)
+        });
+        for limit in [1, 2, 100] {
+            assert_eq!(
+                all_entries(store, "acme", limit).await,
+                expected,
+                "limit {limit}"
+            );
+        }
+        assert_eq!(all_entries(store, "globex", 3).await, chains[2]);
+        assert!(all_entries(store, "initech", 3).await.is_empty());
+    }
+
+    pub(super) async fn a_conflicting_records_chain_entry_is_kept_and_a_position_is_written_once<
+        S: AuditStore,
+    >(
+        store: &S,
+    ) {
+        let first = AuditRecord::Decision(decision("acme", 0, 1, 0));
+        let mut republished = decision("acme", 0, 1, 0);
+        republished.source.offset = 9;
+        let republished = AuditRecord::Decision(republished);
+        let chain = StoredRecord::chain([first.clone(), republished.clone()]);
+        let outcome = store.write(&chain).await.unwrap();
+        assert_eq!((outcome.written, outcome.conflicts.len()), (1, 1));
+        assert_eq!(
+            all_entries(store, "acme", 10).await,
+            chain,
+            "no hole in the chain"
+        );
+
+        // Another record claiming a stored position does not replace its entry.
+        let mut intruder = chain[0].clone();
+        intruder.record = AuditRecord::Decision(decision("acme", 0, 2, 0));
+        store.write(&[intruder]).await.unwrap();
+        assert_eq!(all_entries(store, "acme", 10).await, chain);
+    }
+
+    pub(super) async fn chain_heads_only_move_forward<S: AuditStore>(store: &S) {
+        let records: Vec<AuditRecord> = (0..6)
+            .map(|offset| AuditRecord::Decision(decision("acme", 0, offset, 0)))
+            .collect();
+        let mut chains = audit_stream::chain::PartitionChains::default();
+        let mut heads = Vec::new();
+        for record in &records {
+            chains.append(record);
+            heads.push(chains.heads().next().unwrap().clone());
+        }
+        let mut other = audit_stream::chain::PartitionChains::default();
+        other.append(&AuditRecord::Decision(decision("globex", 0, 0, 0)));
+        let globex = other.heads().next().unwrap().clone();
+
+        store
+            .save_chain_heads(&[heads[3].clone(), globex.clone()])
+            .await
+            .unwrap();
+        assert_eq!(store.chain_heads("acme").await.unwrap(), [heads[3].clone()]);
+        store.save_chain_heads(&[heads[1].clone()]).await.unwrap();
+        assert_eq!(
+            store.chain_heads("acme").await.unwrap(),
+            [heads[3].clone()],
+            "never back"
+        );
+        store.save_chain_heads(&[heads[5].clone()]).await.unwrap();
+        assert_eq!(store.chain_heads("acme").await.unwrap(), [heads[5].clone()]);
+        assert_eq!(store.chain_heads("globex").await.unwrap(), [globex]);
+        assert!(store.chain_heads("initech").await.unwrap().is_empty());
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1037,7 +1162,7 @@ impl ScyllaKeyspace {
             ..ScyllaConfig::default()
         };
         let applied = scylla::migrate(&config).await.expect("migrate");
-        assert_eq!(applied.len(), 7, "{applied:?}");
+        assert_eq!(applied.len(), 9, "{applied:?}");
         Some(ScyllaKeyspace { config })
     }
 
@@ -1108,6 +1233,9 @@ for_every_backend!(
     a_cursor_is_only_good_for_its_own_listing,
     tenants_lists_every_tenant_with_a_record_once,
     ping_succeeds_on_a_reachable_store,
+    chain_entries_are_listed_in_chain_order_a_page_at_a_time,
+    a_conflicting_records_chain_entry_is_kept_and_a_position_is_written_once,
+    chain_heads_only_move_forward,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1118,7 +1246,7 @@ async fn scylla_migrate_runs_again_without_changes_and_connect_needs_it() {
     let again = scylla::migrate(&keyspace.config)
         .await
         .expect("migrate again");
-    assert_eq!(again.len(), 7);
+    assert_eq!(again.len(), 9);
     assert!(again[0].starts_with("001-keyspace.cql: CREATE KEYSPACE IF NOT EXISTS"));
 
     let never_migrated = ScyllaConfig {

@@ -386,4 +386,41 @@ mod tests {
         let err = listing_item::<AuditDecision>("decision", &row).unwrap_err();
         assert!(matches!(err, StoreError::Permanent(_)), "{err}");
     }
+
+    #[test]
+    fn a_chain_entry_reads_back_as_written_for_every_kind() {
+        let records = [
+            AuditRecord::Decision(decision("acme", 3)),
+            verdict_record("acme", "deploy-api", 4),
+            AuditRecord::Coordination(coordination("acme", 5)),
+        ];
+        for written in crate::store::StoredRecord::chain(records) {
+            let json = written.record.to_json().unwrap();
+            let values = plain(&chain_entry_values(
+                &written.record,
+                &written.link,
+                &json,
+                1,
+            ));
+            // The listing's columns, picked from the insert's by name.
+            let row: Vec<Option<CqlValue>> = [1, 2, 3, 4, 5, 7, 8, 9, 10]
+                .iter()
+                .map(|&i| values[i].clone())
+                .collect();
+            let (read, cursor) = chain_entry("acme", &row).unwrap();
+            assert_eq!(read, written);
+            assert_eq!(cursor.offset, written.link.seq as i64);
+            assert!(crate::chain::is_intact(&read.record, &read.link));
+        }
+    }
+
+    #[test]
+    fn a_chain_head_reads_back_as_written() {
+        let mut chains = crate::chain::PartitionChains::default();
+        chains.append(&AuditRecord::Decision(decision("acme", 3)));
+        let head = chains.heads().next().unwrap().clone();
+        let values = plain(&chain_head_values(&head));
+        let row: Vec<Option<CqlValue>> = values[1..7].to_vec();
+        assert_eq!(chain_head("acme", &row).unwrap(), head);
+    }
 }
