@@ -89,7 +89,7 @@ use scylla::errors::{
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, Statement};
-use scylla::value::Row;
+use scylla::value::{CqlValue, Row};
 use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use uuid::Uuid;
@@ -529,12 +529,16 @@ impl ScyllaStore {
         })
     }
 
-    async fn page<T: DeserializeOwned>(
+    /// One page of a listing: `values` binds the listing's statement, `read` maps a row
+    /// to its item and the cursor that resumes after it.
+    async fn page<T>(
         &self,
         listing: &PreparedListing,
         tenant_id: &str,
         cursor: Option<&str>,
         limit: usize,
+        values: fn(&str, Option<&Cursor>, i32) -> Values,
+        read: impl Fn(&[Option<CqlValue>]) -> Result<(T, Cursor), StoreError>,
     ) -> Result<Page<T>, StoreError> {
         let after = cursor
             .map(|c| Cursor::decode(c, listing.name))
@@ -543,33 +547,48 @@ impl ScyllaStore {
         // One row more than the page holds tells whether another page follows.
         let fetch = limit + 1;
         let fetch_bound = i32::try_from(fetch).unwrap_or(i32::MAX);
-        let (statement, values) = match &after {
-            None => (
-                &listing.first_page,
-                statements::listing_values(tenant_id, None, fetch_bound),
-            ),
-            Some(c) => (
-                &listing.next_page,
-                statements::listing_values(tenant_id, Some(c), fetch_bound),
-            ),
+        let statement = match after {
+            None => &listing.first_page,
+            Some(_) => &listing.next_page,
         };
+        let values = values(tenant_id, after.as_ref(), fetch_bound);
         let what = format!("read of {}s", listing.name);
         let rows = self.query_pages(statement, values, fetch, &what).await?;
-        page_of(listing.name, &rows, limit)
+        page_of(&rows, limit, read)
+    }
+
+    /// A page of one of the record listings.
+    async fn record_page<T: DeserializeOwned>(
+        &self,
+        listing: &PreparedListing,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<T>, StoreError> {
+        let name = listing.name;
+        self.page(
+            listing,
+            tenant_id,
+            cursor,
+            limit,
+            statements::listing_values,
+            |row| rows::listing_item(name, row),
+        )
+        .await
     }
 }
 
 /// The page of `limit` items out of up to `limit + 1` listing rows.
-fn page_of<T: DeserializeOwned>(
-    listing: &str,
+fn page_of<T>(
     rows: &[Columns],
     limit: usize,
+    read: impl Fn(&[Option<CqlValue>]) -> Result<(T, Cursor), StoreError>,
 ) -> Result<Page<T>, StoreError> {
     let more = rows.len() > limit;
     let mut items = Vec::with_capacity(limit.min(rows.len()));
     let mut last = None;
     for row in rows.iter().take(limit) {
-        let (item, cursor) = rows::listing_item(listing, row)?;
+        let (item, cursor) = read(row)?;
         items.push(item);
         last = Some(cursor);
     }
@@ -880,7 +899,7 @@ impl AuditStore for ScyllaStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<AuditDecision>, StoreError> {
-        self.page(&self.prepared.decisions, tenant_id, cursor, limit)
+        self.record_page(&self.prepared.decisions, tenant_id, cursor, limit)
             .await
     }
 
@@ -890,7 +909,7 @@ impl AuditStore for ScyllaStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<AuditVerdict>, StoreError> {
-        self.page(&self.prepared.verdicts, tenant_id, cursor, limit)
+        self.record_page(&self.prepared.verdicts, tenant_id, cursor, limit)
             .await
     }
 
@@ -900,7 +919,7 @@ impl AuditStore for ScyllaStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<CoordinationRecord>, StoreError> {
-        self.page(&self.prepared.coordination, tenant_id, cursor, limit)
+        self.record_page(&self.prepared.coordination, tenant_id, cursor, limit)
             .await
     }
 
@@ -910,31 +929,15 @@ impl AuditStore for ScyllaStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<StoredRecord>, StoreError> {
-        let listing = &self.prepared.chain;
-        let after = cursor
-            .map(|c| Cursor::decode(c, listing.name))
-            .transpose()?;
-        let limit = limit.clamp(1, MAX_PAGE);
-        let fetch = limit + 1;
-        let fetch_bound = i32::try_from(fetch).unwrap_or(i32::MAX);
-        let statement = match after {
-            None => &listing.first_page,
-            Some(_) => &listing.next_page,
-        };
-        let values = statements::chain_listing_values(tenant_id, after.as_ref(), fetch_bound);
-        let rows = self
-            .query_pages(statement, values, fetch, "read of chain entries")
-            .await?;
-        let more = rows.len() > limit;
-        let mut items = Vec::with_capacity(limit.min(rows.len()));
-        let mut last = None;
-        for row in rows.iter().take(limit) {
-            let (entry, cursor) = rows::chain_entry(tenant_id, row)?;
-            items.push(entry);
-            last = Some(cursor);
-        }
-        let next = last.filter(|_| more).map(|cursor| cursor.encode());
-        Ok(Page { items, next })
+        self.page(
+            &self.prepared.chain,
+            tenant_id,
+            cursor,
+            limit,
+            statements::chain_listing_values,
+            |row| rows::chain_entry(tenant_id, row),
+        )
+        .await
     }
 
     async fn save_chain_heads(&self, heads: &[ChainHead]) -> Result<(), StoreError> {
@@ -1554,6 +1557,12 @@ mod tests {
         }
     }
 
+    fn decision_row(
+        row: &[Option<CqlValue>],
+    ) -> Result<(AuditDecision, crate::store::cursor::Cursor), StoreError> {
+        rows::listing_item("decision", row)
+    }
+
     fn listing_row(offset: i64) -> Columns {
         let d = decision("acme", offset);
         vec![
@@ -1568,7 +1577,7 @@ mod tests {
     #[test]
     fn a_page_has_a_cursor_only_when_another_row_follows() {
         let rows: Vec<Columns> = (1..=3).map(listing_row).collect();
-        let page: Page<AuditDecision> = page_of("decision", &rows, 2).unwrap();
+        let page: Page<AuditDecision> = page_of(&rows, 2, decision_row).unwrap();
         assert_eq!(
             page.items
                 .iter()
@@ -1580,10 +1589,10 @@ mod tests {
         assert_eq!(cursor.offset, 2);
         assert_eq!(cursor.id, decision("acme", 2).event_id);
 
-        let last: Page<AuditDecision> = page_of("decision", &rows, 3).unwrap();
+        let last: Page<AuditDecision> = page_of(&rows, 3, decision_row).unwrap();
         assert_eq!(last.items.len(), 3);
         assert_eq!(last.next, None);
-        let empty: Page<AuditDecision> = page_of("decision", &[], 3).unwrap();
+        let empty: Page<AuditDecision> = page_of(&[], 3, decision_row).unwrap();
         assert_eq!(
             empty,
             Page {
