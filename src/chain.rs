@@ -570,4 +570,81 @@ mod tests {
             }]
         );
     }
+
+    #[derive(Debug, Clone)]
+    enum Tamper {
+        Modify(usize),
+        Delete(usize),
+        Swap(usize, usize),
+        Fork(usize),
+    }
+
+    fn tamper() -> impl proptest::strategy::Strategy<Value = (usize, Tamper)> {
+        use proptest::prelude::*;
+        (3usize..40).prop_flat_map(|n| {
+            let i = 0..n;
+            (
+                Just(n),
+                prop_oneof![
+                    i.clone().prop_map(Tamper::Modify),
+                    i.clone().prop_map(Tamper::Delete),
+                    (i.clone(), i.clone())
+                        .prop_filter("two entries", |(a, b)| a != b)
+                        .prop_map(|(a, b)| Tamper::Swap(a, b)),
+                    i.prop_map(Tamper::Fork),
+                ],
+            )
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever single tampering is done to a chain, `check` names exactly it.
+        #[test]
+        fn one_tampering_is_named_exactly((n, tampering) in tamper()) {
+            let records = records("acme", n as i64);
+            let key = ChainKey::of(&records[0]);
+            let (mut entries, head) = chained(&records);
+            let expected = match tampering {
+                Tamper::Modify(i) => {
+                    entries[i].intact = false;
+                    vec![Finding::Modified { id: entries[i].id, kind: entries[i].kind, seq: i as u64 }]
+                }
+                Tamper::Delete(i) => {
+                    entries.remove(i);
+                    vec![Finding::Deleted {
+                        from_seq: i as u64,
+                        count: 1,
+                        before: records.get(i + 1).map(AuditRecord::id),
+                    }]
+                }
+                Tamper::Swap(a, b) => {
+                    let (sa, sb) = (entries[a].link.seq, entries[b].link.seq);
+                    entries[a].link.seq = sb;
+                    entries[b].link.seq = sa;
+                    let mut found = vec![
+                        Finding::Reordered { id: entries[a].id, kind: entries[a].kind, stored_seq: sb, chained_seq: sa },
+                        Finding::Reordered { id: entries[b].id, kind: entries[b].kind, stored_seq: sa, chained_seq: sb },
+                    ];
+                    found.sort_by_key(|f| match f { Finding::Reordered { chained_seq, .. } => *chained_seq, _ => 0 });
+                    found
+                }
+                Tamper::Fork(i) => {
+                    // A forged entry linked where entry i is, claiming its position, with
+                    // a hash that matches its own (forged) content.
+                    let forged = AuditRecord::Decision(decision("acme", 1_000 + i as i64));
+                    let prev = entries[i].link.prev_hash.clone();
+                    let link = ChainLink {
+                        seq: i as u64,
+                        hash: link_hash(&prev, &forged.canonical()),
+                        prev_hash: prev,
+                    };
+                    let id = forged.id();
+                    entries.push(Entry { id, kind: "decision", intact: true, link });
+                    vec![Finding::Inserted { id, kind: "decision", seq: i as u64 }]
+                }
+            };
+            let report = check(&key, &entries, Some(&head));
+            proptest::prop_assert_eq!(report.findings, expected);
+        }
+    }
 }
