@@ -2,7 +2,8 @@
 //!
 //! Order of checks: topic, size, UTF-8 and JSON, schema, supported `schema_version`,
 //! typed decode, message key. The first failure decides the error class; the payload is
-//! kept whole in the dead letter so nothing is lost.
+//! kept in the dead letter so nothing is lost (up to
+//! [`DEAD_LETTER_MAX_PAYLOAD_BYTES`], so that the dead letter itself can be published).
 //!
 //! Hostile input maps onto the dead-letter classes of the wire contract (SPEC §4b):
 //!
@@ -190,21 +191,40 @@ fn typed<T: DeserializeOwned>(value: Value) -> Result<T, DecodeError> {
     serde_json::from_value(value).map_err(|e| DecodeError::new(ErrorClass::Schema, e.to_string()))
 }
 
+/// Payload bytes a dead letter keeps at most. Base64 makes them a third larger, and the
+/// dead letter must still fit in one Kafka message (the producer's and Kafka's default
+/// limit is about 1 MB): a record near that limit, kept whole, would make its dead letter
+/// unpublishable and stop the service on every restart. 512 KiB is 683 KiB in base64,
+/// which leaves room for the message and the rest of the dead letter.
+pub const DEAD_LETTER_MAX_PAYLOAD_BYTES: usize = 512 * 1024;
+
 /// The dead letter of a record that failed to decode. Its id is derived from the
-/// record's position, so a replay dead-letters it under the same id.
+/// record's position, so a replay dead-letters it under the same id. A payload larger
+/// than [`DEAD_LETTER_MAX_PAYLOAD_BYTES`] is kept cut to that size, and the message says
+/// so; the whole record stays at its source position.
 pub fn dead_letter(record: &Record, error: &DecodeError) -> DeadLetter {
     let position = format!("{}/{}/{}", record.topic, record.partition, record.offset);
+    let kept = &record.payload[..record.payload.len().min(DEAD_LETTER_MAX_PAYLOAD_BYTES)];
+    let mut message = error.message.clone();
+    if kept.len() < record.payload.len() {
+        message.push_str(&format!(
+            "; this dead letter keeps the first {} of {} payload bytes, the whole record \
+             stays at its source position",
+            kept.len(),
+            record.payload.len()
+        ));
+    }
     DeadLetter {
         schema_version: SCHEMA_VERSION,
         event_id: output_id(&position, OutputKind::DeadLetter, 0),
         error_class: error.class,
-        error: error.message.clone(),
+        error: message,
         source: DeadLetterSource {
             topic: record.topic.clone(),
             partition: record.partition,
             offset: record.offset,
         },
-        payload_base64: base64::engine::general_purpose::STANDARD.encode(&record.payload),
+        payload_base64: base64::engine::general_purpose::STANDARD.encode(kept),
         first_seen_at: record.first_seen_at(),
     }
 }
@@ -477,6 +497,36 @@ mod tests {
         assert!(error.message.ends_with('…'));
         let short = DecodeError::new(ErrorClass::Schema, "short");
         assert_eq!(short.message, "short");
+    }
+
+    #[test]
+    fn a_dead_letter_of_a_huge_payload_keeps_its_head_and_fits_in_a_kafka_message() {
+        let payload: Vec<u8> = (0..2_000_000u32).map(|n| (n % 251) as u8).collect();
+        let r = record("audit.validation.v1", None, &payload);
+        let err = decoder(1 << 20).decode(&r).expect_err("oversize");
+        let dl = dead_letter(&r, &err);
+        let kept = base64::engine::general_purpose::STANDARD
+            .decode(&dl.payload_base64)
+            .expect("base64");
+        assert_eq!(kept, payload[..DEAD_LETTER_MAX_PAYLOAD_BYTES]);
+        assert!(
+            dl.error.ends_with(
+                "; this dead letter keeps the first 524288 of 2000000 payload bytes, the whole \
+                 record stays at its source position"
+            ),
+            "{}",
+            dl.error
+        );
+        let wire = serde_json::to_vec(&dl).expect("serializes");
+        assert!(wire.len() < 1_000_000, "{} bytes", wire.len());
+        // At the limit, nothing is cut.
+        let r = record(
+            "audit.validation.v1",
+            None,
+            &payload[..DEAD_LETTER_MAX_PAYLOAD_BYTES],
+        );
+        let dl = dead_letter(&r, &decoder(1 << 20).decode(&r).expect_err("not json"));
+        assert!(!dl.error.contains("keeps the first"), "{}", dl.error);
     }
 
     #[test]
