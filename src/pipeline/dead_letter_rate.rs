@@ -6,7 +6,10 @@
 //! as a gauge per kind, next to the configured limit (`ingest.dead_letter_alert_ratio`);
 //! the `AuditStreamDeadLetterShareHigh` alert compares the two. Crossing the limit logs
 //! a warning, repeated at most once per window while the share stays above it, and
-//! falling back under it logs once. Time is passed in, so the window is testable.
+//! falling back under it logs once. The log waits until the window holds enough records
+//! that a single dead letter cannot cross the limit on its own (20 at a 5 % limit): the
+//! first bad record after a quiet spell is not a flood. Time is passed in, so the window
+//! is testable.
 
 use std::time::{Duration, Instant};
 
@@ -134,7 +137,10 @@ impl DeadLetterRate {
         let share = window.share();
         let ratio = share.ratio();
         metrics::dead_letter_ratio(KINDS[index], ratio);
-        let above = ratio > limit;
+        // `records * limit >= 1`: one dead letter alone cannot make the share cross. A
+        // limit of 0 asks for every dead letter to count.
+        let meaningful = limit <= 0.0 || share.records as f64 * limit >= 1.0;
+        let above = ratio > limit && meaningful;
         if above {
             let due = window
                 .warned
@@ -237,9 +243,34 @@ mod tests {
             Some(t0),
             "not again within the window"
         );
-        let next = t0 + MINUTE + Duration::from_secs(2);
-        rate.record("validation", true, next);
+        let next = t0 + MINUTE * 2;
+        for _ in 0..2 {
+            rate.record("validation", true, next);
+        }
         assert_eq!(rate.kinds[0].warned, Some(next), "again a window later");
         assert!(rate.kinds[0].above);
+    }
+
+    #[test]
+    fn one_dead_letter_alone_does_not_warn() {
+        let mut rate = DeadLetterRate::new(0.05, MINUTE);
+        let t0 = Instant::now();
+        let share = rate.record("execution", true, t0);
+        assert_eq!(share.ratio(), 1.0, "the exported share is the true one");
+        assert_eq!(rate.kinds[1].warned, None, "1 of 1 is not a flood");
+        for _ in 0..18 {
+            rate.record("execution", false, t0);
+        }
+        assert_eq!(rate.kinds[1].warned, None, "1 of 19: one record's worth");
+        rate.record("execution", true, t0);
+        assert_eq!(rate.kinds[1].warned, Some(t0), "2 of 20 is 10 %, above 5 %");
+
+        let mut strict = DeadLetterRate::new(0.0, MINUTE);
+        strict.record("execution", true, t0);
+        assert_eq!(
+            strict.kinds[1].warned,
+            Some(t0),
+            "a limit of 0: any dead letter"
+        );
     }
 }
