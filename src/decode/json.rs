@@ -93,9 +93,16 @@ pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Value, ParseError> {
                 at,
             },
             Some(Violation::DuplicateKey(key)) => ParseError::DuplicateKey { key, at },
-            // serde_json has no public error code; its message is stable and documented.
+            // serde_json has no public error code; its messages are stable.
             None if error.to_string().starts_with("number out of range") => {
                 ParseError::NumberOutOfRange { at }
+            }
+            // Its own guard refuses level 128, one past the highest configurable limit.
+            None if error.to_string().starts_with("recursion limit exceeded") => {
+                ParseError::TooDeep {
+                    limit: max_depth,
+                    at,
+                }
             }
             None => ParseError::Syntax(error.to_string()),
         }
@@ -239,6 +246,16 @@ mod tests {
         assert!(matches!(
             parse(&objects, 4),
             Err(ParseError::TooDeep { limit: 4, .. })
+        ));
+    }
+
+    #[test]
+    fn the_highest_configurable_limit_is_still_reported_as_too_deep() {
+        // serde_json's own guard refuses the 128th level before this parser sees it.
+        assert!(parse(&nested(127), 127).is_ok());
+        assert!(matches!(
+            parse(&nested(128), 127),
+            Err(ParseError::TooDeep { limit: 127, .. })
         ));
     }
 
