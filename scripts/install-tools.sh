@@ -4,7 +4,8 @@
 #   - system packages for the Kafka client (librdkafka is built from source with OpenSSL)
 #     and Prometheus (the live dashboard test scrapes the running service)
 #   - Tansu, a Kafka-protocol broker written in Rust, for the live tests
-# Prints the environment to use (TANSU_BIN) on stdout as `export` lines.
+#   - cargo-fuzz, which builds and runs the libFuzzer target of `decode`
+# Prints the environment to use (TANSU_BIN, CARGO_FUZZ) on stdout as `export` lines.
 set -euo pipefail
 
 CACHE="${AUDIT_STREAM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/audit-stream}"
@@ -34,3 +35,15 @@ else
         --root "$CACHE/tansu-$TANSU_VERSION" >&2
 fi
 echo "export TANSU_BIN=$TANSU_BIN"
+
+# cargo-fuzz drives the libFuzzer target of `decode` (scripts/fuzz.sh).
+CARGO_FUZZ_VERSION="0.13.2"
+CARGO_FUZZ="$CACHE/tools/cargo-fuzz-$CARGO_FUZZ_VERSION/bin/cargo-fuzz"
+if [ -x "$CARGO_FUZZ" ]; then
+    log "cargo-fuzz $CARGO_FUZZ_VERSION cached at $CARGO_FUZZ"
+else
+    log "building cargo-fuzz $CARGO_FUZZ_VERSION (a few minutes the first time; cached afterwards)"
+    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked \
+        --root "$CACHE/tools/cargo-fuzz-$CARGO_FUZZ_VERSION" >&2
+fi
+echo "export CARGO_FUZZ=$CARGO_FUZZ"

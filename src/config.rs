@@ -138,6 +138,15 @@ impl TopicsConfig {
 pub struct IngestConfig {
     /// Payloads larger than this are dead-lettered as `oversize` without being parsed.
     pub max_payload_bytes: usize,
+    /// Objects and arrays nested deeper than this are dead-lettered as `oversize`, at the
+    /// first level too deep. At most 127 (the JSON parser's own recursion guard).
+    pub max_nesting_depth: usize,
+    /// Share of dead-lettered records (0 to 1) per input kind above which the service
+    /// warns and the `AuditStreamDeadLetterShareHigh` alert fires: a flood of bad records
+    /// is made loud instead of silently dead-lettered.
+    pub dead_letter_alert_ratio: f64,
+    /// The sliding window over which that share is measured.
+    pub dead_letter_window_secs: u64,
     /// Records read but not yet fully persisted and acknowledged; consumption pauses at
     /// this bound, which bounds memory while the store or the broker is slow.
     pub max_in_flight_records: usize,
@@ -147,6 +156,9 @@ impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
             max_payload_bytes: 1024 * 1024,
+            max_nesting_depth: 64,
+            dead_letter_alert_ratio: 0.05,
+            dead_letter_window_secs: 60,
             max_in_flight_records: 10_000,
         }
     }
@@ -438,6 +450,15 @@ impl Config {
         if self.ingest.max_payload_bytes == 0 {
             return invalid("ingest.max_payload_bytes must be positive".into());
         }
+        if !(1..=127).contains(&self.ingest.max_nesting_depth) {
+            return invalid("ingest.max_nesting_depth must be from 1 to 127".into());
+        }
+        if !(0.0..=1.0).contains(&self.ingest.dead_letter_alert_ratio) {
+            return invalid("ingest.dead_letter_alert_ratio must be from 0 to 1".into());
+        }
+        if self.ingest.dead_letter_window_secs == 0 {
+            return invalid("ingest.dead_letter_window_secs must be positive".into());
+        }
         if self.ingest.max_in_flight_records == 0 {
             return invalid("ingest.max_in_flight_records must be positive".into());
         }
@@ -523,6 +544,31 @@ mod tests {
         writeln!(file, "[topics]\ndlq = \"audit.decisions.v1\"").unwrap();
         let err = Config::load_with(Some(file.path()), no_env()).expect_err("duplicate");
         assert!(err.to_string().contains("configured twice"), "{err}");
+    }
+
+    #[test]
+    fn ingest_limits_out_of_range_are_rejected() {
+        for (line, key) in [
+            ("max_nesting_depth = 0", "ingest.max_nesting_depth"),
+            ("max_nesting_depth = 128", "ingest.max_nesting_depth"),
+            (
+                "dead_letter_alert_ratio = 1.5",
+                "ingest.dead_letter_alert_ratio",
+            ),
+            (
+                "dead_letter_alert_ratio = -0.1",
+                "ingest.dead_letter_alert_ratio",
+            ),
+            (
+                "dead_letter_window_secs = 0",
+                "ingest.dead_letter_window_secs",
+            ),
+        ] {
+            let mut file = tempfile::NamedTempFile::new().expect("temp file");
+            writeln!(file, "[ingest]\n{line}").unwrap();
+            let err = Config::load_with(Some(file.path()), no_env()).expect_err(line);
+            assert!(err.to_string().contains(key), "{line}: {err}");
+        }
     }
 
     #[test]

@@ -2,7 +2,28 @@
 //!
 //! Order of checks: topic, size, UTF-8 and JSON, schema, supported `schema_version`,
 //! typed decode, message key. The first failure decides the error class; the payload is
-//! kept whole in the dead letter so nothing is lost.
+//! kept in the dead letter so nothing is lost (up to
+//! [`DEAD_LETTER_MAX_PAYLOAD_BYTES`], so that the dead letter itself can be published).
+//!
+//! Hostile input maps onto the dead-letter classes of the wire contract (SPEC §4b):
+//!
+//! | input | class |
+//! |---|---|
+//! | more than `ingest.max_payload_bytes` | `oversize` (not parsed at all) |
+//! | objects and arrays nested deeper than `ingest.max_nesting_depth` | `oversize` |
+//! | not UTF-8; not JSON text | `not_json` |
+//! | a key twice in one object, at any depth | `not_json` |
+//! | a number literal beyond a 64-bit float (`1e400`) | `not_json` |
+//! | not an object; schema violation; an integer field out of its range | `schema` |
+//! | message key that does not match the event | `semantic` |
+//!
+//! Duplicate keys and unrepresentable numbers are `not_json` because they break the
+//! interoperable subset of JSON (I-JSON, RFC 7493 §2.2–2.3): different readers parse them
+//! differently, so no reading is the event. Depth is `oversize` because it is a size
+//! limit of the same kind as the byte limit, raised the same way. Large arrays need no
+//! limit of their own: every element costs at least two bytes of payload, so the byte
+//! limit bounds them (and the parsed value) too. Messages are cut to
+//! [`MAX_MESSAGE_CHARS`] characters, so a dead letter stays small whatever the payload.
 
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
@@ -14,6 +35,12 @@ use crate::event::{
 };
 use crate::record::Record;
 use crate::schema::{SchemaError, SchemaKind, Schemas};
+
+mod json;
+
+/// Characters of a dead-letter message at most. Messages quote parts of the payload
+/// (keys, values); the payload itself is in the dead letter already.
+pub const MAX_MESSAGE_CHARS: usize = 1024;
 
 /// Which input kind a topic carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,10 +69,12 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn new(class: ErrorClass, message: impl Into<String>) -> DecodeError {
-        DecodeError {
-            class,
-            message: message.into(),
+        let mut message = message.into();
+        if let Some((cut, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
+            message.truncate(cut);
+            message.push('…');
         }
+        DecodeError { class, message }
     }
 }
 
@@ -62,6 +91,7 @@ pub struct Decoder {
     schemas: Schemas,
     topics: Vec<(String, InputKind)>,
     max_payload_bytes: usize,
+    max_nesting_depth: usize,
 }
 
 impl Decoder {
@@ -74,6 +104,7 @@ impl Decoder {
                 (topics.coordination.clone(), InputKind::Coordination),
             ],
             max_payload_bytes: ingest.max_payload_bytes,
+            max_nesting_depth: ingest.max_nesting_depth,
         })
     }
 
@@ -106,8 +137,14 @@ impl Decoder {
         let text = std::str::from_utf8(&record.payload).map_err(|e| {
             DecodeError::new(ErrorClass::NotJson, format!("payload is not UTF-8: {e}"))
         })?;
-        let value: Value = serde_json::from_str(text).map_err(|e| {
-            DecodeError::new(ErrorClass::NotJson, format!("payload is not JSON: {e}"))
+        let value = json::parse(text, self.max_nesting_depth).map_err(|e| {
+            let class = match e {
+                json::ParseError::TooDeep { .. } => ErrorClass::Oversize,
+                json::ParseError::DuplicateKey { .. }
+                | json::ParseError::NumberOutOfRange { .. }
+                | json::ParseError::Syntax(_) => ErrorClass::NotJson,
+            };
+            DecodeError::new(class, e.to_string())
         })?;
         if !value.is_object() {
             return Err(DecodeError::new(
@@ -154,21 +191,40 @@ fn typed<T: DeserializeOwned>(value: Value) -> Result<T, DecodeError> {
     serde_json::from_value(value).map_err(|e| DecodeError::new(ErrorClass::Schema, e.to_string()))
 }
 
+/// Payload bytes a dead letter keeps at most. Base64 makes them a third larger, and the
+/// dead letter must still fit in one Kafka message (the producer's and Kafka's default
+/// limit is about 1 MB): a record near that limit, kept whole, would make its dead letter
+/// unpublishable and stop the service on every restart. 512 KiB is 683 KiB in base64,
+/// which leaves room for the message and the rest of the dead letter.
+pub const DEAD_LETTER_MAX_PAYLOAD_BYTES: usize = 512 * 1024;
+
 /// The dead letter of a record that failed to decode. Its id is derived from the
-/// record's position, so a replay dead-letters it under the same id.
+/// record's position, so a replay dead-letters it under the same id. A payload larger
+/// than [`DEAD_LETTER_MAX_PAYLOAD_BYTES`] is kept cut to that size, and the message says
+/// so; the whole record stays at its source position.
 pub fn dead_letter(record: &Record, error: &DecodeError) -> DeadLetter {
     let position = format!("{}/{}/{}", record.topic, record.partition, record.offset);
+    let kept = &record.payload[..record.payload.len().min(DEAD_LETTER_MAX_PAYLOAD_BYTES)];
+    let mut message = error.message.clone();
+    if kept.len() < record.payload.len() {
+        message.push_str(&format!(
+            "; this dead letter keeps the first {} of {} payload bytes, the whole record \
+             stays at its source position",
+            kept.len(),
+            record.payload.len()
+        ));
+    }
     DeadLetter {
         schema_version: SCHEMA_VERSION,
         event_id: output_id(&position, OutputKind::DeadLetter, 0),
         error_class: error.class,
-        error: error.message.clone(),
+        error: message,
         source: DeadLetterSource {
             topic: record.topic.clone(),
             partition: record.partition,
             offset: record.offset,
         },
-        payload_base64: base64::engine::general_purpose::STANDARD.encode(&record.payload),
+        payload_base64: base64::engine::general_purpose::STANDARD.encode(kept),
         first_seen_at: record.first_seen_at(),
     }
 }
@@ -263,6 +319,216 @@ mod tests {
         }
     }
 
+    /// `VALID` with its `values` replaced.
+    fn with_values(values: &str) -> Vec<u8> {
+        VALID.replace(r#"{"amount":50}"#, values).into_bytes()
+    }
+
+    fn failure(d: &Decoder, payload: &[u8]) -> DecodeError {
+        d.decode(&record(
+            "audit.validation.v1",
+            Some("acme:p_transfer"),
+            payload,
+        ))
+        .expect_err("must fail")
+    }
+
+    fn nested_objects(levels: usize) -> String {
+        r#"{"a":"#.repeat(levels) + "1" + &"}".repeat(levels)
+    }
+
+    #[test]
+    fn each_hostile_input_gets_its_class_and_a_precise_message() {
+        let d = decoder(4096);
+        let valid = VALID.as_bytes();
+        let cases: Vec<(&str, Vec<u8>, ErrorClass, &str)> = vec![
+            (
+                "oversize",
+                vec![b' '; 4097],
+                ErrorClass::Oversize,
+                "payload of 4097 bytes exceeds the limit of 4096 bytes",
+            ),
+            (
+                "too deep: `values` is level 2, so 63 more levels make 65",
+                with_values(&nested_objects(64)),
+                ErrorClass::Oversize,
+                "nesting depth exceeds the limit of 64 at line 1 column",
+            ),
+            (
+                "invalid UTF-8",
+                [&valid[..20], b"\xc3\x28", &valid[20..]].concat(),
+                ErrorClass::NotJson,
+                "payload is not UTF-8: invalid utf-8 sequence of 1 bytes from index 20",
+            ),
+            (
+                "a lone surrogate escape",
+                with_values(r#"{"s":"\ud800"}"#),
+                ErrorClass::NotJson,
+                "payload is not JSON: unexpected end of hex escape",
+            ),
+            (
+                "truncated",
+                valid[..valid.len() - 1].to_vec(),
+                ErrorClass::NotJson,
+                "payload is not JSON: EOF while parsing an object",
+            ),
+            (
+                "duplicate top-level key",
+                VALID
+                    .replace(
+                        r#""tenant_id":"acme""#,
+                        r#""tenant_id":"acme","tenant_id":"evil""#,
+                    )
+                    .into_bytes(),
+                ErrorClass::NotJson,
+                r#"duplicate object key "tenant_id" at line 1 column"#,
+            ),
+            (
+                "duplicate nested key",
+                with_values(r#"{"amount":50,"x":[{"k":1,"k":2}]}"#),
+                ErrorClass::NotJson,
+                r#"duplicate object key "k" at line 1 column"#,
+            ),
+            (
+                "number beyond a float",
+                with_values(r#"{"amount":1e400}"#),
+                ErrorClass::NotJson,
+                "number out of the range of a 64-bit float at line 1 column",
+            ),
+            (
+                "integer field beyond u64",
+                VALID
+                    .replace(
+                        r#""schema_version":1"#,
+                        r#""schema_version":18446744073709551616"#,
+                    )
+                    .into_bytes(),
+                ErrorClass::Schema,
+                "at /schema_version: ",
+            ),
+            (
+                "integer field beyond i64, negative",
+                VALID
+                    .replace(
+                        r#""schema_version":1"#,
+                        r#""schema_version":-9223372036854775809"#,
+                    )
+                    .into_bytes(),
+                ErrorClass::Schema,
+                "at /schema_version: ",
+            ),
+            (
+                "not an object",
+                b"[1,2]".to_vec(),
+                ErrorClass::Schema,
+                "payload is not a JSON object",
+            ),
+        ];
+        for (name, payload, class, message) in cases {
+            let err = failure(&d, &payload);
+            assert_eq!(err.class, class, "{name}: {err}");
+            assert!(err.message.starts_with(message), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn nesting_at_the_limit_decodes() {
+        let payload = with_values(&nested_objects(63));
+        let event = decoder(4096).decode(&record(
+            "audit.validation.v1",
+            Some("acme:p_transfer"),
+            &payload,
+        ));
+        assert!(event.is_ok(), "{event:?}");
+    }
+
+    #[test]
+    fn the_nesting_limit_is_configurable() {
+        let d = Decoder::new(
+            &TopicsConfig::default(),
+            &IngestConfig {
+                max_nesting_depth: 2,
+                ..IngestConfig::default()
+            },
+        )
+        .expect("schemas compile");
+        let key = Some("acme:p_transfer");
+        assert!(d
+            .decode(&record("audit.validation.v1", key, VALID.as_bytes()))
+            .is_ok());
+        let err = failure(&d, &with_values(r#"{"a":[]}"#));
+        assert_eq!(err.class, ErrorClass::Oversize, "{err}");
+        assert!(
+            err.message
+                .starts_with("nesting depth exceeds the limit of 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_huge_array_is_bounded_by_the_payload_limit() {
+        // The largest array that fits is decoded (the rules see all of it); one element
+        // more is oversize without being parsed.
+        let limit = 1 << 20;
+        let overhead = with_values(r#"{"a":[0]}"#).len();
+        let elements = (limit - overhead) / 2 + 1;
+        let array = vec!["0"; elements].join(",");
+        let payload = with_values(&format!(r#"{{"a":[{array}]}}"#));
+        assert!(payload.len() <= limit && payload.len() + 2 > limit);
+        let d = decoder(limit);
+        match d.decode(&record(
+            "audit.validation.v1",
+            Some("acme:p_transfer"),
+            &payload,
+        )) {
+            Ok(InputEvent::Validation(e)) => {
+                assert_eq!(e.values["a"].as_array().map(Vec::len), Some(elements));
+            }
+            other => panic!("{other:?}"),
+        }
+        let payload = with_values(&format!(r#"{{"a":[{array},0]}}"#));
+        assert_eq!(failure(&d, &payload).class, ErrorClass::Oversize);
+    }
+
+    #[test]
+    fn a_message_is_cut_to_a_bounded_length() {
+        let error = DecodeError::new(ErrorClass::Schema, "é".repeat(5000));
+        assert_eq!(error.message.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(error.message.ends_with('…'));
+        let short = DecodeError::new(ErrorClass::Schema, "short");
+        assert_eq!(short.message, "short");
+    }
+
+    #[test]
+    fn a_dead_letter_of_a_huge_payload_keeps_its_head_and_fits_in_a_kafka_message() {
+        let payload: Vec<u8> = (0..2_000_000u32).map(|n| (n % 251) as u8).collect();
+        let r = record("audit.validation.v1", None, &payload);
+        let err = decoder(1 << 20).decode(&r).expect_err("oversize");
+        let dl = dead_letter(&r, &err);
+        let kept = base64::engine::general_purpose::STANDARD
+            .decode(&dl.payload_base64)
+            .expect("base64");
+        assert_eq!(kept, payload[..DEAD_LETTER_MAX_PAYLOAD_BYTES]);
+        assert!(
+            dl.error.ends_with(
+                "; this dead letter keeps the first 524288 of 2000000 payload bytes, the whole \
+                 record stays at its source position"
+            ),
+            "{}",
+            dl.error
+        );
+        let wire = serde_json::to_vec(&dl).expect("serializes");
+        assert!(wire.len() < 1_000_000, "{} bytes", wire.len());
+        // At the limit, nothing is cut.
+        let r = record(
+            "audit.validation.v1",
+            None,
+            &payload[..DEAD_LETTER_MAX_PAYLOAD_BYTES],
+        );
+        let dl = dead_letter(&r, &decoder(1 << 20).decode(&r).expect_err("not json"));
+        assert!(!dl.error.contains("keeps the first"), "{}", dl.error);
+    }
+
     #[test]
     fn a_dead_letter_keeps_the_whole_payload_and_its_position() {
         let r = record("audit.validation.v1", None, b"\x00binary\xff");
@@ -276,5 +542,216 @@ mod tests {
             .expect("base64");
         assert_eq!(payload, r.payload);
         assert_eq!(dl, dead_letter(&r, &err), "same record, same dead letter");
+    }
+
+    /// Hostile input never panics the decoder: every input is an event or a dead letter
+    /// with a class and a message, and that dead letter is valid on the wire.
+    mod never_panics {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::schema::SchemaKind;
+
+        const SEEDS: [(&str, &str); 6] = [
+            (
+                "audit.validation.v1",
+                include_str!("../schemas/examples/valid/validation-event/input-transfer.json"),
+            ),
+            (
+                "audit.validation.v1",
+                include_str!(
+                    "../schemas/examples/valid/validation-event/output-nested-values.json"
+                ),
+            ),
+            (
+                "audit.execution.v1",
+                include_str!("../schemas/examples/valid/execution-event/full.json"),
+            ),
+            (
+                "audit.execution.v1",
+                include_str!("../schemas/examples/valid/execution-event/minimal.json"),
+            ),
+            (
+                "audit.coordination.v1",
+                include_str!(
+                    "../schemas/examples/valid/coordination-event/preempted-with-every-optional-field.json"
+                ),
+            ),
+            (
+                "audit.coordination.v1",
+                include_str!("../schemas/examples/valid/coordination-event/applied-minimal.json"),
+            ),
+        ];
+
+        /// One edit of a valid payload: the kinds of damage hostile producers do.
+        #[derive(Debug, Clone)]
+        enum Mutation {
+            Flip {
+                at: usize,
+                byte: u8,
+            },
+            Insert {
+                at: usize,
+                bytes: Vec<u8>,
+            },
+            Delete {
+                at: usize,
+                len: usize,
+            },
+            Truncate {
+                at: usize,
+            },
+            /// Repeats a slice in place: duplicate keys, repeated members, broken nesting.
+            Repeat {
+                at: usize,
+                len: usize,
+                times: usize,
+            },
+            /// Wraps a slice in brackets many levels deep.
+            Nest {
+                at: usize,
+                levels: usize,
+            },
+        }
+
+        fn mutation() -> impl Strategy<Value = Mutation> {
+            let at = any::<usize>();
+            prop_oneof![
+                (at, any::<u8>()).prop_map(|(at, byte)| Mutation::Flip { at, byte }),
+                (at, prop::collection::vec(any::<u8>(), 1..16))
+                    .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
+                (at, 1..64usize).prop_map(|(at, len)| Mutation::Delete { at, len }),
+                at.prop_map(|at| Mutation::Truncate { at }),
+                (at, 1..64usize, 2..5usize).prop_map(|(at, len, times)| Mutation::Repeat {
+                    at,
+                    len,
+                    times
+                }),
+                (at, 1..200usize).prop_map(|(at, levels)| Mutation::Nest { at, levels }),
+            ]
+        }
+
+        fn apply(payload: &mut Vec<u8>, mutation: &Mutation) {
+            let clamp = |at: usize, payload: &Vec<u8>| at % (payload.len() + 1);
+            match mutation {
+                Mutation::Flip { at, byte } if !payload.is_empty() => {
+                    let at = at % payload.len();
+                    payload[at] = *byte;
+                }
+                Mutation::Flip { .. } => {}
+                Mutation::Insert { at, bytes } => {
+                    let at = clamp(*at, payload);
+                    payload.splice(at..at, bytes.iter().copied());
+                }
+                Mutation::Delete { at, len } => {
+                    let at = clamp(*at, payload);
+                    let end = (at + len).min(payload.len());
+                    payload.drain(at..end);
+                }
+                Mutation::Truncate { at } => payload.truncate(clamp(*at, payload)),
+                Mutation::Repeat { at, len, times } => {
+                    let at = clamp(*at, payload);
+                    let end = (at + len).min(payload.len());
+                    let slice = payload[at..end].to_vec();
+                    for _ in 1..*times {
+                        payload.splice(end..end, slice.iter().copied());
+                    }
+                }
+                Mutation::Nest { at, levels } => {
+                    let at = clamp(*at, payload);
+                    let end = payload[at..]
+                        .iter()
+                        .position(|b| *b == b',' || *b == b'}')
+                        .map_or(payload.len(), |i| at + i);
+                    payload.splice(end..end, std::iter::repeat_n(b']', *levels));
+                    payload.splice(at..at, std::iter::repeat_n(b'[', *levels));
+                }
+            }
+        }
+
+        /// The property itself: no panic (the test harness catches one), and a failure
+        /// is a dead letter whose class, message and wire form are all usable.
+        fn check(d: &Decoder, schemas: &Schemas, record: &Record) -> Result<(), TestCaseError> {
+            if let Err(error) = d.decode(record) {
+                prop_assert!(!error.message.trim().is_empty(), "{error:?}");
+                prop_assert!(ErrorClass::ALL.contains(&error.class));
+                let dl = dead_letter(record, &error);
+                let wire = serde_json::to_value(&dl).expect("dead letters serialize");
+                prop_assert_eq!(schemas.validate(SchemaKind::DeadLetter, &wire), Ok(()));
+            }
+            Ok(())
+        }
+
+        type Fixture = (Decoder, Schemas, Vec<(String, String, Vec<u8>)>);
+
+        /// Built once: compiling the schemas costs more than thousands of cases.
+        fn fixture() -> &'static Fixture {
+            static FIXTURE: std::sync::LazyLock<Fixture> = std::sync::LazyLock::new(build);
+            &FIXTURE
+        }
+
+        fn build() -> Fixture {
+            let d = decoder(8192);
+            let seeds = SEEDS
+                .iter()
+                .map(|(topic, text)| {
+                    let payload = text.trim().as_bytes().to_vec();
+                    let event = d
+                        .decode(&record(topic, None, &payload))
+                        .err()
+                        .map(|e| e.class);
+                    // The seeds are valid events; only the (missing) key fails.
+                    assert_eq!(event, Some(ErrorClass::Semantic), "{topic} seed");
+                    let typed: Value = serde_json::from_slice(&payload).expect("seed");
+                    let tenant = typed["tenant_id"].as_str().unwrap_or_default();
+                    let id = ["process", "contract_id", "envelope_id"]
+                        .iter()
+                        .find_map(|f| typed[f].as_str())
+                        .unwrap_or_default();
+                    (topic.to_string(), format!("{tenant}:{id}"), payload)
+                })
+                .collect();
+            (d, Schemas::compile().expect("schemas"), seeds)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn arbitrary_bytes_are_an_event_or_a_dead_letter(
+                topic in 0..4usize,
+                key in prop::option::of(prop::collection::vec(any::<u8>(), 0..32)),
+                payload in prop::collection::vec(any::<u8>(), 0..600),
+            ) {
+                let (d, schemas, _) = fixture();
+                let topics = ["audit.validation.v1", "audit.execution.v1", "audit.coordination.v1", "other"];
+                let mut r = record(topics[topic], None, &payload);
+                r.key = key;
+                check(d, schemas, &r)?;
+            }
+
+            #[test]
+            fn mutated_valid_events_are_an_event_or_a_dead_letter(
+                seed in 0..SEEDS.len(),
+                mutations in prop::collection::vec(mutation(), 1..6),
+            ) {
+                let (d, schemas, seeds) = fixture();
+                let (topic, key, payload) = &seeds[seed];
+                let mut payload = payload.clone();
+                for m in &mutations {
+                    apply(&mut payload, m);
+                }
+                check(d, schemas, &record(topic, Some(key), &payload))?;
+            }
+        }
+
+        #[test]
+        fn the_seeds_decode_under_their_keys() {
+            let (d, _, seeds) = fixture();
+            for (topic, key, payload) in seeds {
+                let decoded = d.decode(&record(topic, Some(key), payload));
+                assert!(decoded.is_ok(), "{topic}: {decoded:?}");
+            }
+        }
     }
 }

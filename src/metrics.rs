@@ -42,6 +42,8 @@ pub const REQUIRED: &[&str] = &[
     "audit_stream_checkpoint_age_seconds",
     "audit_stream_checkpoints_saved_total",
     "audit_stream_checkpoint_errors_total",
+    "audit_stream_dead_letter_ratio",
+    "audit_stream_dead_letter_ratio_limit",
 ];
 
 /// Installs the Prometheus recorder for this process and returns the handle that
@@ -116,6 +118,9 @@ fn register_at_zero() {
     counter!("audit_stream_checkpoints_saved_total").absolute(0);
     for operation in ["save", "load"] {
         counter!("audit_stream_checkpoint_errors_total", "operation" => operation).absolute(0);
+    }
+    for kind in KINDS {
+        gauge!("audit_stream_dead_letter_ratio", "kind" => kind).set(0.0);
     }
 }
 
@@ -385,4 +390,44 @@ pub fn checkpoint_save_failed(topic: &str, partition: i32, error: &StoreError) {
 /// Age of the oldest of the assigned partitions' last durable checkpoints.
 pub fn checkpoint_age(age: Duration) {
     gauge!("audit_stream_checkpoint_age_seconds").set(age.as_secs_f64());
+}
+
+/// Share of dead-lettered records of one input kind over the last
+/// `ingest.dead_letter_window_secs`.
+pub fn dead_letter_ratio(kind: &'static str, ratio: f64) {
+    gauge!("audit_stream_dead_letter_ratio", "kind" => kind).set(ratio);
+}
+
+/// The configured `ingest.dead_letter_alert_ratio`, which the alert compares the share to.
+pub fn dead_letter_ratio_limit(limit: f64) {
+    gauge!("audit_stream_dead_letter_ratio_limit").set(limit);
+}
+
+/// The dead-letter share of a kind is above the configured limit (logged when it crosses
+/// it, then at most once per window while it stays above).
+pub fn dead_letter_ratio_exceeded(
+    kind: &'static str,
+    records: u64,
+    dead_letters: u64,
+    limit: f64,
+    window: Duration,
+) {
+    tracing::warn!(
+        kind,
+        records,
+        dead_letters,
+        limit,
+        window_secs = window.as_secs(),
+        "Dead-letter share above the configured limit; producers may be publishing bad records"
+    );
+}
+
+/// The dead-letter share of a kind is back under the configured limit.
+pub fn dead_letter_ratio_recovered(kind: &'static str, ratio: f64, limit: f64) {
+    tracing::info!(
+        kind,
+        ratio,
+        limit,
+        "Dead-letter share back under the configured limit"
+    );
 }

@@ -13,8 +13,10 @@
 //! - [`restore`]: checkpoints restored on assignment, saved on revoke.
 //! - [`recipe_source`]: the recipes in force, reloaded from their file.
 //! - [`worker`]: the live consumer loop.
+//! - [`dead_letter_rate`]: the dead-letter share per input kind against its limit.
 
 pub mod checkpoints;
+pub mod dead_letter_rate;
 pub mod offline;
 pub mod offsets;
 pub mod operator;

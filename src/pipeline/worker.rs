@@ -30,6 +30,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use super::checkpoints::{Schedule, Snapshot};
+use super::dead_letter_rate::DeadLetterRate;
 use super::offsets::{OffsetTracker, TopicPartition};
 use super::restore::{Restorer, SaveOutcome, Saver};
 use super::sink::{Sink, SinkClosed};
@@ -125,6 +126,8 @@ pub struct Worker {
     store: Arc<dyn AuditStore>,
     /// Shared with the rebalance callbacks, which run while the loop waits for a record.
     schedule: Arc<Mutex<Schedule>>,
+    /// Dead-letter share per input kind against `ingest.dead_letter_alert_ratio`.
+    dead_letter_rate: DeadLetterRate,
 }
 
 impl Worker {
@@ -138,6 +141,10 @@ impl Worker {
     ) -> Result<Worker, KafkaError> {
         Ok(Worker {
             producer: OutputProducer::new(&config.kafka)?,
+            dead_letter_rate: DeadLetterRate::new(
+                config.ingest.dead_letter_alert_ratio,
+                Duration::from_secs(config.ingest.dead_letter_window_secs),
+            ),
             config,
             operator,
             sink,
@@ -196,6 +203,7 @@ impl Worker {
                 _ = tick.tick() => {
                     self.apply_assignments(&mut assignments, &restorer);
                     self.checkpoint(&saver);
+                    self.dead_letter_rate.refresh(std::time::Instant::now());
                 }
                 message = consumer.recv(), if self.tracker.in_flight() < self.config.ingest.max_in_flight_records => {
                     self.apply_assignments(&mut assignments, &restorer);
@@ -491,7 +499,7 @@ impl Worker {
         }
     }
 
-    fn count(&self, record: &Record, outputs: &[Output]) {
+    fn count(&mut self, record: &Record, outputs: &[Output]) {
         let kind = self.operator.kind_label(&record.topic);
         metrics::record_consumed(kind);
         let mut stats = self.shared.stats();
@@ -528,6 +536,8 @@ impl Worker {
                 stats.outputs_published += 1;
             }
         }
+        self.dead_letter_rate
+            .record(kind, dead, std::time::Instant::now());
         if !dead {
             metrics::record_decoded(kind);
             *stats.decoded_by_kind.entry(kind.to_string()).or_default() += 1;

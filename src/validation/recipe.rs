@@ -742,6 +742,64 @@ process_recipes:
     }
 
     #[test]
+    fn every_regex_construct_the_engine_cannot_run_is_rejected_naming_recipe_and_rule() {
+        // What Python's `re` takes and a linear-time engine cannot (or will not) run.
+        let cases = [
+            ("look-ahead", r"(?=x)a", "look-around"),
+            ("negative look-ahead", r"(?!x)a", "look-around"),
+            ("look-behind", r"(?<=x)a", "look-around"),
+            ("negative look-behind", r"(?<!x)a", "look-around"),
+            (
+                "backreference",
+                r"(a)\1",
+                "backreferences are not supported",
+            ),
+            ("named backreference", r"(?P<n>a)(?P=n)", ""),
+            ("atomic group", r"(?>a+)b", ""),
+            ("possessive star", r"a*+b", "possessive quantifier \"*+\""),
+            ("possessive plus", r"x++", "possessive quantifier \"++\""),
+            (
+                "possessive count",
+                r"a{2,3}+",
+                "possessive quantifier \"{2,3}+\"",
+            ),
+            ("conditional", r"(a)?(?(1)b|c)", ""),
+            ("comment group", r"a(?#note)b", ""),
+            (
+                "too large once compiled",
+                r"(\w{1000}){1000}",
+                "exceeds the size limit",
+            ),
+        ];
+        for (name, source, problem) in cases {
+            let yaml = format!(
+                "process_recipes: {{ p_transfer: {{ inputs: [ {{field: amount}}, {{field: dest, regex: '{source}'}} ] }} }}"
+            );
+            let err = error(&yaml);
+            let prefix = format!(
+                "process_recipes.p_transfer.inputs[1] (field dest): regex {source:?} is not supported: "
+            );
+            assert!(err.starts_with(&prefix), "{name}: {err}");
+            let why = &err[prefix.len()..];
+            assert!(!why.trim().is_empty(), "{name}: no reason given: {err}");
+            assert!(why.contains(problem), "{name}: {err}");
+            assert!(!err.contains('\n'), "{name}: one line: {err}");
+        }
+    }
+
+    #[test]
+    fn a_rejected_regex_in_outputs_names_the_output_rule() {
+        let err =
+            error(r#"process_recipes: { p: { outputs: [ {field: a.b, regex: '(?<=x)y'} ] } }"#);
+        assert!(
+            err.starts_with(
+                r#"process_recipes.p.outputs[0] (field a.b): regex "(?<=x)y" is not supported: "#
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_regex_that_would_escape_its_anchor_is_rejected() {
         let err = error(r#"process_recipes: { p: { inputs: [ {field: a, regex: "a)|(b"} ] } }"#);
         assert!(err.contains(r#"regex "a)|(b" is not supported"#), "{err}");

@@ -95,6 +95,13 @@ impl Pattern {
     /// Compiles `source`, first on its own so that a pattern such as `a)|(b` cannot
     /// escape the anchoring group.
     pub(crate) fn new(source: &str) -> Result<Pattern, regex::Error> {
+        if let Some(quantifier) = possessive_quantifier(source) {
+            // Python 3.11 reads `a*+` as possessive (never gives back); this engine would
+            // read it as `(a*)+` and match where Python does not.
+            return Err(regex::Error::Syntax(format!(
+                "error: possessive quantifier {quantifier:?} (Python 3.11) is not supported"
+            )));
+        }
         let translated = python_end_anchors(source);
         Regex::new(&translated)?;
         let anchored = Regex::new(&format!("^(?:{translated})"))?;
@@ -111,6 +118,49 @@ impl Pattern {
     fn matches_start(&self, text: &str) -> bool {
         self.anchored.is_match(text)
     }
+}
+
+/// The first possessive quantifier (`*+`, `++`, `?+`, `{m,n}+`) outside a character
+/// class, if any.
+fn possessive_quantifier(source: &str) -> Option<String> {
+    let bytes = source.as_bytes();
+    let mut in_class = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 1,
+            b'[' if !in_class => {
+                in_class = true;
+                // A `]` right after `[` or `[^` is a literal member of the class.
+                if bytes.get(i + 1) == Some(&b'^') {
+                    i += 1;
+                }
+                if bytes.get(i + 1) == Some(&b']') {
+                    i += 1;
+                }
+            }
+            b']' if in_class => in_class = false,
+            b'*' | b'+' | b'?' if !in_class && bytes.get(i + 1) == Some(&b'+') => {
+                return Some(source[i..i + 2].to_owned());
+            }
+            b'{' if !in_class => {
+                let counted = bytes[i + 1..]
+                    .iter()
+                    .position(|b| !(b.is_ascii_digit() || *b == b','))
+                    .map(|len| i + 1 + len)
+                    .filter(|&end| end > i + 1 && bytes[end] == b'}');
+                if let Some(end) = counted {
+                    if bytes.get(end + 1) == Some(&b'+') {
+                        return Some(source[i..end + 2].to_owned());
+                    }
+                    i = end;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Gives `$` and `\Z` their Python meaning. Python's `$` (without the multi-line flag)
@@ -426,6 +476,27 @@ mod tests {
             r.violation(&json!(0.75)),
             Some("ratio must be <= 0.5".into())
         );
+    }
+
+    #[test]
+    fn possessive_quantifiers_are_found_and_look_alikes_are_not() {
+        for (source, found) in [
+            ("a*+", Some("*+")),
+            ("(ab)++c", Some("++")),
+            ("a?+", Some("?+")),
+            ("a{3}+", Some("{3}+")),
+            ("a{2,}+b", Some("{2,}+")),
+            (r"x\++", None),
+            (r"\*+", None),
+            ("[*+]", None),
+            ("[]*+]", None),
+            ("a+?", None),
+            ("a{2}b+", None),
+            ("a{,x}+", None),
+        ] {
+            assert_eq!(possessive_quantifier(source).as_deref(), found, "{source}");
+        }
+        assert!(Pattern::new(r"^\d+\++$").is_ok());
     }
 
     #[test]
