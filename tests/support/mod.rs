@@ -239,6 +239,21 @@ impl Broker {
     }
 }
 
+/// `kafka` with a producer that puts every record in its own record batch. Tansu 0.6
+/// answers a fetch from an offset inside a record batch with the batches after it: a
+/// consumer resuming mid-batch (after a restart, a rebalance or a crash) would silently
+/// miss the rest of that batch. Tests that resume a partition publish their inputs with
+/// this, so every offset starts a batch; real Kafka serves any offset.
+pub fn one_record_per_batch(
+    kafka: &audit_stream::config::KafkaConfig,
+) -> audit_stream::config::KafkaConfig {
+    let mut kafka = kafka.clone();
+    kafka
+        .properties
+        .insert("batch.num.messages".into(), "1".into());
+    kafka
+}
+
 /// Publishes `(key, payload)` pairs to `topic` and returns them as the broker placed
 /// them (partition and offset), sorted by partition and offset: an offline oracle run
 /// on these sees the same positions the service does.
