@@ -113,6 +113,8 @@ impl Drop for Tansu {
     }
 }
 
+pub mod crash;
+
 /// The audit-stream binary under test.
 pub fn audit_stream() -> Command {
     Command::new(env!("CARGO_BIN_EXE_audit-stream"))
@@ -136,6 +138,25 @@ pub fn read_topics(
     expected: usize,
     timeout: Duration,
 ) -> Vec<ReadRecord> {
+    read_raw(bootstrap, topics, expected, timeout)
+        .into_iter()
+        .map(|r| ReadRecord {
+            value: serde_json::from_slice(&r.payload).expect("output records are JSON"),
+            topic: r.topic,
+            partition: r.partition,
+            offset: r.offset,
+            key: r.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
+        })
+        .collect()
+}
+
+/// As [`read_topics`], with the payloads as they are.
+pub fn read_raw(
+    bootstrap: &str,
+    topics: &[(&str, i32)],
+    expected: usize,
+    timeout: Duration,
+) -> Vec<audit_stream::record::Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("reader"))
@@ -154,13 +175,17 @@ pub fn read_topics(
     let mut out = Vec::new();
     while out.len() < expected && Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            out.push(ReadRecord {
+            out.push(audit_stream::record::Record {
                 topic: m.topic().to_string(),
                 partition: m.partition(),
                 offset: m.offset(),
-                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                value: serde_json::from_slice(m.payload().unwrap_or_default())
-                    .expect("output records are JSON"),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                // As the service's consumer sees it.
+                timestamp: m
+                    .timestamp()
+                    .to_millis()
+                    .and_then(chrono::DateTime::from_timestamp_millis),
             });
         }
     }
@@ -280,24 +305,13 @@ pub async fn publish_and_place(
     audit_stream::produce::publish(kafka, topic, &records)
         .await
         .expect("produce");
-    let placed = read_topics(
+    let mut inputs = read_raw(
         &kafka.bootstrap_servers,
         &[(topic, partitions)],
         count,
         Duration::from_secs(60),
     );
-    assert_eq!(placed.len(), count);
-    let mut inputs: Vec<Record> = placed
-        .iter()
-        .map(|r| Record {
-            topic: r.topic.clone(),
-            partition: r.partition,
-            offset: r.offset,
-            key: r.key.clone().map(String::into_bytes),
-            payload: serde_json::to_vec(&r.value).expect("json"),
-            timestamp: None,
-        })
-        .collect();
+    assert_eq!(inputs.len(), count);
     inputs.sort_by_key(|r| (r.partition, r.offset));
     inputs
 }
