@@ -240,6 +240,7 @@ impl Run {
             .arg("run")
             .envs(env)
             .env("RUST_LOG", "audit_stream=info,warn")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -266,6 +267,41 @@ impl Run {
             );
             std::thread::sleep(Duration::from_millis(500));
         }
+    }
+
+    /// Every service's assignments, revocations and restores, from its log.
+    pub fn rebalance_history(&self) -> String {
+        let mut out = String::new();
+        let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        names.sort();
+        for path in names
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        {
+            out.push_str(&format!("== {}\n", path.display()));
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            for line in text.lines().filter(|l| {
+                l.contains("Partitions assigned")
+                    || l.contains("Partitions revoked")
+                    || l.contains("restored from its checkpoint")
+                    || l.contains("WARN")
+            }) {
+                let names = [
+                    &self.config.topics.validation,
+                    &self.config.topics.execution,
+                    &self.config.topics.coordination,
+                ];
+                let mut line = line.to_string();
+                for (name, short) in names.into_iter().zip(["v", "e", "c"]) {
+                    line = line.replace(name.as_str(), short);
+                }
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// The last lines of every service log, for a failure message.

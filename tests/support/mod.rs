@@ -39,18 +39,45 @@ fn tansu_bin() -> PathBuf {
 pub struct Tansu {
     child: Child,
     pub port: u16,
+    storage: String,
     _dir: tempfile::TempDir,
 }
 
 impl Tansu {
     /// Starts a broker with in-memory storage and waits until it accepts connections.
     pub fn start() -> Tansu {
+        Tansu::start_with("memory://tansu/")
+    }
+
+    /// Starts a broker whose topics and group offsets live in a SQLite file in its
+    /// directory, so that they survive [`Tansu::restart`].
+    pub fn start_file_backed() -> Tansu {
+        Tansu::start_with("sqlite://tansu.db")
+    }
+
+    fn start_with(storage: &str) -> Tansu {
         let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
+        let child = Tansu::spawn(dir.path(), port, storage);
+        let broker = Tansu {
+            child,
+            port,
+            storage: storage.to_string(),
+            _dir: dir,
+        };
+        broker.wait_listening();
+        broker
+    }
+
+    fn spawn(dir: &Path, port: u16, storage: &str) -> Child {
         let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.path().join("tansu.log")).expect("log file");
-        let child = Command::new(tansu_bin())
-            .current_dir(dir.path())
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("tansu.log"))
+            .expect("log file");
+        Command::new(tansu_bin())
+            .current_dir(dir)
             .args([
                 "broker",
                 "--listener-url",
@@ -58,26 +85,33 @@ impl Tansu {
                 "--advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", storage])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("tansu starts");
-        let broker = Tansu {
-            child,
-            port,
-            _dir: dir,
-        };
+            .expect("tansu starts")
+    }
+
+    fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "tansu did not listen on {port} within 30 s"
+                "tansu did not listen on {} within 30 s",
+                self.port
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        broker
+    }
+
+    /// Kills the broker and starts it again on the same port and storage after `down`.
+    pub fn restart(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        self.child = Tansu::spawn(self._dir.path(), self.port, &self.storage);
+        self.wait_listening();
     }
 
     pub fn bootstrap(&self) -> String {
