@@ -458,8 +458,9 @@ impl Config {
         }
         if self.kafka.exactly_once {
             return invalid(
-                "kafka.exactly_once = true is not available in this release; outputs are \
-                 at-least-once with deterministic ids (see ARCHITECTURE.md)"
+                "kafka.exactly_once = true is not available in this release (transactions \
+                 are not proven on a broker yet); outputs are at-least-once with \
+                 deterministic ids and the store is exactly-once (see ARCHITECTURE.md)"
                     .into(),
             );
         }

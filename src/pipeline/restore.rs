@@ -227,11 +227,11 @@ impl RebalanceHook for Restorer {
                 .collect()
         };
         let mut commits = Vec::new();
+        let deadline = tokio::time::Instant::now() + REVOKE_SAVE_TIMEOUT;
         for (tp, durable, snapshot) in revoked {
             let mut offset = durable;
             if let Some(snapshot) = snapshot {
-                let save =
-                    tokio::time::timeout(REVOKE_SAVE_TIMEOUT, self.saver.save(&tp, &snapshot));
+                let save = tokio::time::timeout_at(deadline, self.saver.save(&tp, &snapshot));
                 match block_on(&self.saver.handle, save) {
                     Ok(Ok(())) => offset = Some(snapshot.next_offset),
                     Ok(Err(error)) => metrics::checkpoint_save_failed(&tp.0, tp.1, &error),
@@ -249,7 +249,8 @@ impl RebalanceHook for Restorer {
     }
 }
 
-/// How long a revoke waits for the store to save a partition's last checkpoint.
+/// How long a revoke waits for the store to save the revoked partitions' last
+/// checkpoints, all together.
 pub const REVOKE_SAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
