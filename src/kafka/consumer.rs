@@ -132,17 +132,18 @@ impl ConsumerContext for AuditConsumerContext {
                     let committed = committed
                         .as_ref()
                         .and_then(|c| c.find_partition(topic, *partition))
-                        .map(|e| e.offset());
-                    match committed {
-                        // The consumer loop skips what the checkpoint covers.
-                        Some(Offset::Offset(c)) if c <= checkpoint => continue,
-                        Some(Offset::Offset(c)) => {
-                            tracing::warn!(topic, partition, committed = c, checkpoint, "Committed offset ahead of the checkpoint; assigning the partition at the checkpoint")
-                        }
-                        _ => {}
+                        .and_then(|e| match e.offset() {
+                            Offset::Offset(c) => Some(c),
+                            _ => None,
+                        });
+                    let Some(start) = restored_start(checkpoint, committed) else {
+                        continue;
+                    };
+                    if let Some(c) = committed {
+                        tracing::warn!(topic, partition, committed = c, checkpoint, "Committed offset ahead of the checkpoint; assigning the partition at the checkpoint");
                     }
                     if let Err(error) =
-                        tpl.set_partition_offset(topic, *partition, Offset::Offset(checkpoint))
+                        tpl.set_partition_offset(topic, *partition, Offset::Offset(start))
                     {
                         tracing::warn!(%error, topic, partition, "Start offset not set; starting at the committed offset");
                     }
@@ -215,6 +216,19 @@ impl ConsumerContext for AuditConsumerContext {
                 tracing::warn!(%error, "Offset commit failed; retried on the next interval")
             }
         }
+    }
+}
+
+/// Where a partition restored from a checkpoint at `checkpoint` starts, given its
+/// committed offset: `None` for the committed offset itself, which commits after
+/// checkpoints keep at or below the checkpoint (the consumer loop skips what the
+/// checkpoint covers); the checkpoint when nothing is committed, or when the committed
+/// offset is ahead of it (committed by another release, or the checkpoint was lost):
+/// starting there is the only way to rebuild the state exactly.
+fn restored_start(checkpoint: i64, committed: Option<i64>) -> Option<i64> {
+    match committed {
+        Some(c) if c <= checkpoint => None,
+        _ => Some(checkpoint),
     }
 }
 
@@ -342,3 +356,28 @@ impl InputConsumer {
 
 /// How long `run` waits for outstanding acknowledgements at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::restored_start;
+
+    #[test]
+    fn a_restored_partition_seeks_only_when_the_committed_offset_cannot_be_used() {
+        assert_eq!(restored_start(100, Some(100)), None, "the usual case");
+        assert_eq!(
+            restored_start(100, Some(90)),
+            None,
+            "died between a save and its commit: records 90..100 are skipped"
+        );
+        assert_eq!(
+            restored_start(100, None),
+            Some(100),
+            "nothing committed yet"
+        );
+        assert_eq!(
+            restored_start(100, Some(120)),
+            Some(100),
+            "committed ahead: replay from the checkpoint"
+        );
+    }
+}
