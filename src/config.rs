@@ -43,7 +43,9 @@ pub struct KafkaConfig {
     pub assignment_strategy: String,
     /// How long the group waits for a silent member before reassigning its partitions.
     pub session_timeout_ms: u32,
-    /// How often stored offsets (only those of fully persisted records) are committed.
+    /// How often stored offsets are committed. An offset is stored only once a checkpoint
+    /// at it is durable (so only offsets of fully persisted records are committed), which
+    /// makes `checkpoint.interval_ms` the other bound on how far commits lag.
     pub commit_interval_ms: u32,
     /// Where a partition without a committed offset starts.
     pub auto_offset_reset: String,
@@ -360,8 +362,9 @@ impl<'de> Deserialize<'de> for Password {
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointConfig {
     /// How often the state of each partition is snapshotted, and a snapshot whose records
-    /// are all durable is saved. It bounds what a restarted or new owner replays: the
-    /// records after the last saved checkpoint (their outputs are duplicates, harmless).
+    /// are all durable is saved; its offset is then committed. It bounds what a restarted
+    /// or new owner replays: the records after the last saved checkpoint (their outputs
+    /// are duplicates with the same ids, which the store does not write again).
     pub interval_ms: u64,
 }
 
@@ -476,8 +479,9 @@ impl Config {
         }
         if self.kafka.exactly_once {
             return invalid(
-                "kafka.exactly_once = true is not available in this release; outputs are \
-                 at-least-once with deterministic ids (see ARCHITECTURE.md)"
+                "kafka.exactly_once = true is not available in this release (transactions \
+                 are not proven on a broker yet); outputs are at-least-once with \
+                 deterministic ids and the store is exactly-once (see ARCHITECTURE.md)"
                     .into(),
             );
         }

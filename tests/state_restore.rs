@@ -1,12 +1,8 @@
 //! Operator state across a crash: a service instance dies mid-run, a new one of the
 //! same group restores each partition's checkpoint, and every decision (BLOCK ones
-//! depend on exact counts) equals the offline oracle's.
-//!
-//! The crash test runs on librdkafka's mock cluster: Tansu 0.6 delivers nothing to a
-//! partition assigned at an explicit offset behind its committed one, which is what a
-//! restore from a checkpoint does (`AUDIT_STREAM_TEST_BROKER=tansu` runs it there and
-//! shows it). The readiness test runs on Tansu (`AUDIT_STREAM_TEST_BROKER=mock` moves
-//! it to the mock cluster).
+//! depend on exact counts) equals the offline oracle's. Both tests run on Tansu
+//! (`AUDIT_STREAM_TEST_BROKER=mock` moves them to librdkafka's mock cluster); inputs are
+//! published one record per batch, see `support::one_record_per_batch`.
 
 mod support;
 
@@ -31,7 +27,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
-use support::{committed_partitions, publish_and_place, unique, Broker};
+use support::{committed_partitions, one_record_per_batch, publish_and_place, unique, Broker};
 use tokio::sync::watch;
 use tower::ServiceExt;
 use uuid::Uuid;
@@ -90,7 +86,13 @@ fn config(broker: &Broker, dir: &std::path::Path) -> Config {
 /// Produces the records and returns them as the broker placed them.
 async fn produce(config: &Config) -> Vec<Record> {
     let events = (0..RECORDS).map(event).collect();
-    publish_and_place(&config.kafka, &config.topics.validation, PARTITIONS, events).await
+    publish_and_place(
+        &one_record_per_batch(&config.kafka),
+        &config.topics.validation,
+        PARTITIONS,
+        events,
+    )
+    .await
 }
 
 /// The decisions the offline operator derives, run per input partition, by event id.
@@ -166,7 +168,7 @@ fn init_logs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_stay_exact_when_an_instance_crashes_and_another_restores_its_checkpoints() {
     init_logs();
-    let broker = Broker::start(true);
+    let broker = Broker::start(false);
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = config(&broker, dir.path());
     // Small in-flight bound and a slow store: the first instance is mid-run when it dies.

@@ -1,17 +1,23 @@
 //! The input consumer and its rebalance lifecycle.
 //!
-//! Offsets are never auto-stored: the pipeline stores an offset only when every record
-//! up to it is done (`pipeline::offsets`), and librdkafka commits stored offsets every
-//! `commit_interval_ms`. When partitions are revoked, the stored offsets are committed
-//! synchronously inside the rebalance callback, before the partitions move, so the next
-//! owner starts right after the last done record. Rebalance events are forwarded to the
-//! consumer loop, which drops the state of revoked partitions before reading on.
+//! Offsets are never auto-stored: the pipeline stores a partition's offset only when a
+//! checkpoint of its operator state is durable, at that checkpoint's `next_offset`
+//! (`pipeline::worker`), and librdkafka commits stored offsets every
+//! `commit_interval_ms`. A committed offset is therefore never ahead of the partition's
+//! latest checkpoint, and every record below it is done (its checkpoint covers only done
+//! records). When partitions are revoked, the pipeline saves their latest covered
+//! checkpoint and the offsets are committed synchronously inside the rebalance callback,
+//! before the partitions move. Rebalance events are forwarded to the consumer loop,
+//! which drops the state of revoked partitions before reading on.
 //!
-//! Assigned partitions start where the pipeline's [`RebalanceHook`] says (the offset of
-//! a restored checkpoint), else at the committed offset. The start offset is set in the
-//! assignment itself, before the client fetches anything: no record from another
-//! position is ever handed out, and no seek is needed (a seek races the fetcher, and
-//! some Kafka-protocol brokers answer it poorly).
+//! An assigned partition with a checkpoint starts at its committed offset, which is the
+//! checkpoint's offset or, after a crash between a checkpoint save and the next commit,
+//! below it (the consumer loop skips the records the checkpoint already covers): a
+//! restore needs no backward seek. Only when the committed offset is missing or ahead of
+//! the checkpoint (offsets committed by another release, or a lost checkpoint) is the
+//! start offset set in the assignment itself, before the client fetches anything. (A
+//! broker must serve a fetch from any offset; Tansu 0.6 does not serve one from inside
+//! a record batch, see ARCHITECTURE.md.)
 
 use std::time::Duration;
 
@@ -45,11 +51,13 @@ pub enum Assignment {
 /// What the pipeline does when partitions come and go. Both run inside the client's
 /// rebalance callback, on the thread polling the consumer.
 pub trait RebalanceHook: Send + Sync + 'static {
-    /// Partitions are about to be assigned: the offset each starts at, in order, or
-    /// `None` for the committed offset. Returns only when the partitions can be processed.
+    /// Partitions are about to be assigned: for each, in order, the `next_offset` of the
+    /// checkpoint it was restored from, or `None`. Returns only when the partitions can
+    /// be processed.
     fn assigning(&self, partitions: &[TopicPartition]) -> Vec<Option<i64>>;
-    /// Partitions are about to be revoked, before their offsets are committed.
-    fn revoking(&self, partitions: &[TopicPartition]);
+    /// Partitions are about to be revoked: the offsets to commit before they move (the
+    /// `next_offset` of each one's latest durable checkpoint).
+    fn revoking(&self, partitions: &[TopicPartition]) -> Vec<(TopicPartition, i64)>;
 }
 
 /// Consumer context: forwards rebalances, sets start offsets on assign and commits on
@@ -114,13 +122,30 @@ impl ConsumerContext for AuditConsumerContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let assigned = partitions(tpl);
                 let starts = self.hook.assigning(&assigned);
-                for ((topic, partition), start) in assigned.iter().zip(starts) {
-                    if let Some(offset) = start {
-                        if let Err(error) =
-                            tpl.set_partition_offset(topic, *partition, Offset::Offset(offset))
-                        {
-                            tracing::warn!(%error, topic, partition, "Start offset not set; starting at the committed offset");
-                        }
+                let restored: Vec<(&TopicPartition, i64)> = assigned
+                    .iter()
+                    .zip(starts)
+                    .filter_map(|(tp, start)| Some((tp, start?)))
+                    .collect();
+                let committed = committed_offsets(consumer, &restored);
+                for ((topic, partition), checkpoint) in restored {
+                    let committed = committed
+                        .as_ref()
+                        .and_then(|c| c.find_partition(topic, *partition))
+                        .and_then(|e| match e.offset() {
+                            Offset::Offset(c) => Some(c),
+                            _ => None,
+                        });
+                    let Some(start) = restored_start(checkpoint, committed) else {
+                        continue;
+                    };
+                    if let Some(c) = committed {
+                        tracing::warn!(topic, partition, committed = c, checkpoint, "Committed offset ahead of the checkpoint; assigning the partition at the checkpoint");
+                    }
+                    if let Err(error) =
+                        tpl.set_partition_offset(topic, *partition, Offset::Offset(start))
+                    {
+                        tracing::warn!(%error, topic, partition, "Start offset not set; starting at the committed offset");
                     }
                 }
                 let result = if cooperative {
@@ -153,8 +178,13 @@ impl ConsumerContext for AuditConsumerContext {
 
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            self.hook.revoking(&partitions(tpl));
-            // Commit what is done before the partitions move on.
+            // Commit what the latest checkpoints cover before the partitions move on.
+            for ((topic, partition), next_offset) in self.hook.revoking(&partitions(tpl)) {
+                // librdkafka commits the stored offset + 1.
+                if let Err(error) = consumer.store_offset(&topic, partition, next_offset - 1) {
+                    tracing::warn!(%error, topic, partition, "Offset not stored on revoke");
+                }
+            }
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
                 Err(error) => {
@@ -188,6 +218,44 @@ impl ConsumerContext for AuditConsumerContext {
         }
     }
 }
+
+/// Where a partition restored from a checkpoint at `checkpoint` starts, given its
+/// committed offset: `None` for the committed offset itself, which commits after
+/// checkpoints keep at or below the checkpoint (the consumer loop skips what the
+/// checkpoint covers); the checkpoint when nothing is committed, or when the committed
+/// offset is ahead of it (committed by another release, or the checkpoint was lost):
+/// starting there is the only way to rebuild the state exactly.
+fn restored_start(checkpoint: i64, committed: Option<i64>) -> Option<i64> {
+    match committed {
+        Some(c) if c <= checkpoint => None,
+        _ => Some(checkpoint),
+    }
+}
+
+/// The committed offsets of the restored partitions, read from the group coordinator
+/// (`None` when the coordinator does not answer: the checkpoint offsets are then used).
+fn committed_offsets(
+    consumer: &BaseConsumer<AuditConsumerContext>,
+    restored: &[(&TopicPartition, i64)],
+) -> Option<TopicPartitionList> {
+    if restored.is_empty() {
+        return None;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), _) in restored {
+        tpl.add_partition(topic, *partition);
+    }
+    match consumer.committed_offsets(tpl, COMMITTED_TIMEOUT) {
+        Ok(committed) => Some(committed),
+        Err(error) => {
+            tracing::warn!(%error, "Committed offsets not read; assigning restored partitions at their checkpoints");
+            None
+        }
+    }
+}
+
+/// How long an assignment waits for the committed offsets of restored partitions.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The group consumer of the input topics.
 pub struct InputConsumer {
@@ -261,9 +329,14 @@ impl InputConsumer {
         })
     }
 
-    /// Marks every record of the partition up to and including `offset` as done; the
-    /// next commit moves the group's position to `offset + 1`.
-    pub fn store_done(&self, topic: &str, partition: i32, offset: i64) -> Result<(), KafkaError> {
+    /// Marks every record of the partition up to and including `offset` as covered by a
+    /// durable checkpoint; the next commit moves the group's position to `offset + 1`.
+    pub fn store_checkpointed(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(), KafkaError> {
         self.inner.store_offset(topic, partition, offset)
     }
 
@@ -283,3 +356,28 @@ impl InputConsumer {
 
 /// How long `run` waits for outstanding acknowledgements at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::restored_start;
+
+    #[test]
+    fn a_restored_partition_seeks_only_when_the_committed_offset_cannot_be_used() {
+        assert_eq!(restored_start(100, Some(100)), None, "the usual case");
+        assert_eq!(
+            restored_start(100, Some(90)),
+            None,
+            "died between a save and its commit: records 90..100 are skipped"
+        );
+        assert_eq!(
+            restored_start(100, None),
+            Some(100),
+            "nothing committed yet"
+        );
+        assert_eq!(
+            restored_start(100, Some(120)),
+            Some(100),
+            "committed ahead: replay from the checkpoint"
+        );
+    }
+}

@@ -1,19 +1,26 @@
-//! Restore on assignment, save on revoke: the checkpoint side of the rebalance
-//! lifecycle (SPEC §6).
+//! Restore on assignment, save and commit on revoke: the checkpoint side of the
+//! rebalance lifecycle (SPEC §6).
 //!
 //! On assignment each partition's checkpoint is loaded before the partition is
-//! assigned, and the partition starts at the checkpoint's `next_offset` with its
-//! state: the records between it and the committed offset are processed again, and
-//! their outputs are duplicates with the same ids. Without a checkpoint the partition
-//! starts at the committed offset with empty state. The load runs inside the client's
-//! rebalance callback, which is what guarantees that no record of the partition is
-//! processed before its state is there; on the multi-thread runtime it blocks only its
-//! own worker thread (`block_in_place`), so `/readyz` and the sink go on meanwhile.
+//! assigned, and the partition resumes at the checkpoint's `next_offset` with its
+//! state. Offsets are committed only at checkpoint offsets, so the committed offset is
+//! the checkpoint's, or below it after a crash between a save and the next commit (the
+//! consumer loop then skips the records the checkpoint covers). Without a checkpoint
+//! the partition starts at the committed offset with empty state. The load runs inside
+//! the client's rebalance callback, which is what guarantees that no record of the
+//! partition is processed before its state is there; on the multi-thread runtime it
+//! blocks only its own worker thread (`block_in_place`), so `/readyz` and the sink go
+//! on meanwhile.
+//!
+//! On revoke the latest snapshot whose records are all done is saved (waiting at most
+//! [`REVOKE_SAVE_TIMEOUT`], so a slow store cannot hold the group's rebalance up) and
+//! its offset is committed before the partition moves.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::runtime::{Handle, RuntimeFlavor};
@@ -220,18 +227,42 @@ impl RebalanceHook for Restorer {
             .collect()
     }
 
-    fn revoking(&self, partitions: &[TopicPartition]) {
+    fn revoking(&self, partitions: &[TopicPartition]) -> Vec<(TopicPartition, i64)> {
         // Only a snapshot whose records are all done is saved; what is still in flight is
-        // processed again by the next owner. Not waited for: every checkpoint is exact for
-        // its offset and the store keeps only forward moves, so it may land at any time.
-        let mut schedule = lock(&self.schedule);
-        for tp in partitions {
-            if let Some(snapshot) = schedule.revoke(tp) {
-                self.saver.spawn(tp.clone(), snapshot);
+        // processed again by the next owner.
+        let revoked: Vec<(TopicPartition, Option<i64>, Option<Snapshot>)> = {
+            let mut schedule = lock(&self.schedule);
+            partitions
+                .iter()
+                .map(|tp| (tp.clone(), schedule.durable(tp), schedule.revoke(tp)))
+                .collect()
+        };
+        let mut commits = Vec::new();
+        let deadline = tokio::time::Instant::now() + REVOKE_SAVE_TIMEOUT;
+        for (tp, durable, snapshot) in revoked {
+            let mut offset = durable;
+            if let Some(snapshot) = snapshot {
+                let save = tokio::time::timeout_at(deadline, self.saver.save(&tp, &snapshot));
+                match block_on(&self.saver.handle, save) {
+                    Ok(Ok(())) => offset = Some(snapshot.next_offset),
+                    Ok(Err(error)) => metrics::checkpoint_save_failed(&tp.0, tp.1, &error),
+                    // The save may still land: the next owner then skips what it covers.
+                    Err(_) => {
+                        tracing::warn!(topic = %tp.0, partition = tp.1, "Checkpoint save on revoke timed out; the next owner replays from the last one")
+                    }
+                }
+            }
+            if let Some(offset) = offset {
+                commits.push((tp, offset));
             }
         }
+        commits
     }
 }
+
+/// How long a revoke waits for the store to save the revoked partitions' last
+/// checkpoints, all together.
+pub const REVOKE_SAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex

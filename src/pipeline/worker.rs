@@ -1,5 +1,5 @@
 //! The live consumer loop: in-order processing per partition, outputs to Kafka, audit
-//! records to the sink, offsets stored only for done records (see [`super::offsets`]).
+//! records to the sink, offsets stored only at durable checkpoints.
 //!
 //! Concurrency: one task reads and processes records in partition order (processing is
 //! microseconds of CPU per record, cheaper than any hand-off). What is slow (broker
@@ -16,6 +16,12 @@
 //! between two records, and saves a snapshot in the background once the watermark covers
 //! it ([`super::checkpoints`]); partitions are restored on assignment and saved on revoke
 //! ([`super::restore`]) and, at shutdown, after the drain and before the final commit.
+//!
+//! Offsets: a partition's offset is stored for commit only when a checkpoint of it is
+//! durable, at the checkpoint's `next_offset`. The committed offset is thus never ahead
+//! of the latest checkpoint (a new owner resumes there without seeking backwards) and,
+//! as a checkpoint covers only done records (see [`super::offsets`]), never passes a
+//! record whose audit records are not durable.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -118,8 +124,9 @@ pub struct Worker {
     shared: Arc<Shared>,
     tracker: OffsetTracker,
     /// Next offset to process per partition. The client may hand out a record again
-    /// (after a pause and resume, or a fetch that starts before the requested offset);
-    /// processing it twice would count its failures twice, so it is skipped.
+    /// (after a pause and resume, or a fetch that starts before the requested offset),
+    /// and a restored partition may start at a committed offset below its checkpoint;
+    /// processing such a record twice would count its failures twice, so it is skipped.
     positions: HashMap<TopicPartition, i64>,
     /// Whether the in-flight bound holds records up; for the log only.
     held: bool,
@@ -196,10 +203,10 @@ impl Worker {
                 biased;
                 _ = shutdown.changed() => {}
                 Some(done) = in_flight.next() => match done {
-                    Ok(done) => self.finish(&consumer, &saver, done),
+                    Ok(done) => self.finish(&saver, done),
                     Err(error) => break Err(error),
                 },
-                Some(outcome) = outcomes.recv() => self.saved(outcome),
+                Some(outcome) = outcomes.recv() => self.saved(&consumer, outcome),
                 _ = tick.tick() => {
                     self.apply_assignments(&mut assignments, &restorer);
                     self.checkpoint(&saver);
@@ -212,7 +219,7 @@ impl Worker {
                     }
                     match message {
                         Ok(record) => {
-                            if let Err(error) = self.handle(&consumer, &saver, record, &mut in_flight).await {
+                            if let Err(error) = self.handle(&saver, record, &mut in_flight).await {
                                 break Err(error);
                             }
                         }
@@ -225,7 +232,7 @@ impl Worker {
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
             while let Some(done) = in_flight.next().await {
                 match done {
-                    Ok(done) => self.finish(&consumer, &saver, done),
+                    Ok(done) => self.finish(&saver, done),
                     Err(error) => return Err(error),
                 }
             }
@@ -239,7 +246,11 @@ impl Worker {
             );
         }
         self.apply_assignments(&mut assignments, &restorer);
-        self.save_final_checkpoints(&saver).await;
+        // Saves that finished meanwhile have their offsets stored before the final commit.
+        while let Ok(outcome) = outcomes.try_recv() {
+            self.saved(&consumer, outcome);
+        }
+        self.save_final_checkpoints(&consumer, &saver).await;
         consumer.commit_stored()?;
         self.producer.flush(Duration::from_secs(5))?;
         consumer.unsubscribe();
@@ -323,13 +334,14 @@ impl Worker {
         }
     }
 
-    fn saved(&mut self, outcome: SaveOutcome) {
+    fn saved(&mut self, consumer: &InputConsumer, outcome: SaveOutcome) {
         let mut schedule = lock(&self.schedule);
         let (topic, partition) = (&outcome.tp.0, outcome.tp.1);
         match outcome.result {
             Ok(()) => {
                 metrics::checkpoint_saved(topic, partition, outcome.snapshot.next_offset);
                 schedule.saved(&outcome.tp, outcome.snapshot.next_offset, outcome.saved_at);
+                store_checkpointed(consumer, &outcome.tp, outcome.snapshot.next_offset);
             }
             Err(error) => {
                 metrics::checkpoint_save_failed(topic, partition, &error);
@@ -339,8 +351,9 @@ impl Worker {
     }
 
     /// At shutdown, after the drain: the state at each partition's position, saved if
-    /// every record below it is done (else the latest snapshot that is covered).
-    async fn save_final_checkpoints(&mut self, saver: &Saver) {
+    /// every record below it is done (else the latest snapshot that is covered), and its
+    /// offset stored for the final commit.
+    async fn save_final_checkpoints(&mut self, consumer: &InputConsumer, saver: &Saver) {
         let partitions: Vec<(TopicPartition, Arc<Mutex<PartitionState>>)> = self
             .shared
             .partitions
@@ -367,7 +380,7 @@ impl Worker {
             let saved =
                 tokio::time::timeout(Duration::from_secs(10), saver.save(&tp, &snapshot)).await;
             match saved {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => store_checkpointed(consumer, &tp, snapshot.next_offset),
                 Ok(Err(error)) => metrics::checkpoint_save_failed(&tp.0, tp.1, &error),
                 Err(_) => {
                     tracing::warn!(topic = %tp.0, partition = tp.1, "Final checkpoint save timed out; the next owner replays from the last one")
@@ -378,7 +391,6 @@ impl Worker {
 
     async fn handle(
         &mut self,
-        consumer: &InputConsumer,
         saver: &Saver,
         record: Record,
         in_flight: &mut InFlight,
@@ -440,7 +452,7 @@ impl Worker {
             durable,
         };
         if stored.is_none() && sends.is_empty() {
-            self.finish(consumer, saver, done);
+            self.finish(saver, done);
         } else {
             let producer = self.producer.clone();
             in_flight.push(
@@ -460,7 +472,7 @@ impl Worker {
         Ok(())
     }
 
-    fn finish(&mut self, consumer: &InputConsumer, saver: &Saver, done: Done) {
+    fn finish(&mut self, saver: &Saver, done: Done) {
         metrics::record_done(
             done.timestamp
                 .and_then(|ts| (Utc::now() - ts).to_std().ok()),
@@ -472,19 +484,11 @@ impl Worker {
             stats.audit_records_durable += done.durable;
         }
         if let Some(watermark) = self.tracker.complete(&done.tp, done.offset) {
-            {
-                let mut schedule = lock(&self.schedule);
-                schedule.advance(&done.tp, watermark);
-                if let Some(snapshot) = schedule.take_save(&done.tp) {
-                    saver.spawn(done.tp.clone(), snapshot);
-                }
-            }
-            // librdkafka commits `watermark + 1`: the next record to read.
-            match consumer.store_done(&done.tp.0, done.tp.1, watermark) {
-                Ok(()) => metrics::offsets_stored(1),
-                Err(error) => {
-                    tracing::debug!(%error, topic = %done.tp.0, partition = done.tp.1, "Offset not stored; partition no longer assigned")
-                }
+            // The offset itself is stored once a checkpoint covering it is durable.
+            let mut schedule = lock(&self.schedule);
+            schedule.advance(&done.tp, watermark);
+            if let Some(snapshot) = schedule.take_save(&done.tp) {
+                saver.spawn(done.tp.clone(), snapshot);
             }
         }
         self.note_backpressure();
@@ -541,6 +545,18 @@ impl Worker {
         if !dead {
             metrics::record_decoded(kind);
             *stats.decoded_by_kind.entry(kind.to_string()).or_default() += 1;
+        }
+    }
+}
+
+/// A checkpoint of `tp` at `next_offset` is durable: the next commit moves the group's
+/// position there.
+fn store_checkpointed(consumer: &InputConsumer, tp: &TopicPartition, next_offset: i64) {
+    // librdkafka commits the stored offset + 1: the next record to read.
+    match consumer.store_checkpointed(&tp.0, tp.1, next_offset - 1) {
+        Ok(()) => metrics::offsets_stored(1),
+        Err(error) => {
+            tracing::debug!(%error, topic = %tp.0, partition = tp.1, "Offset not stored; partition no longer assigned")
         }
     }
 }
