@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use audit_stream::chain::ChainLink;
 use audit_stream::config::Config;
 use audit_stream::pipeline::{Operator, PartitionState};
 use audit_stream::record::{Record, RecordLine};
-use audit_stream::store::{AuditRecord, AuditStore, EmbeddedStore};
+use audit_stream::store::{AuditRecord, AuditStore, EmbeddedStore, StoredRecord};
 use audit_stream::validation::Recipes;
 use chrono::Utc;
+use indicatif::ProgressBar;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -334,24 +336,43 @@ impl Run {
         let operator = Operator::new(&self.config).expect("operator");
         let mut states: HashMap<(String, i32), PartitionState> = HashMap::new();
         let mut expected: BTreeMap<Uuid, Value> = BTreeMap::new();
+        // Every chain entry the oracle derives: (tenant, topic, partition, position) →
+        // (record id, previous hash, hash).
+        let mut expected_chain: BTreeMap<ChainPosition, ChainLinkOf> = BTreeMap::new();
         for record in &self.inputs {
             let state = states
                 .entry((record.topic.clone(), record.partition))
                 .or_insert_with(|| PartitionState::new(&recipes));
-            for output in operator.process(record, &recipes, state, Utc::now()) {
-                if let Some(audit) = output.audit_record() {
-                    let previous = expected.insert(audit.id(), comparable(audit_json(audit)));
-                    assert!(
-                        previous.is_none(),
-                        "the oracle derives {} twice",
-                        audit.id()
-                    );
-                }
+            let outputs = operator.process(record, &recipes, state, Utc::now());
+            for StoredRecord {
+                record: audit,
+                link,
+            } in state.link(&outputs)
+            {
+                let previous = expected.insert(audit.id(), comparable(audit_json(&audit)));
+                assert!(
+                    previous.is_none(),
+                    "the oracle derives {} twice",
+                    audit.id()
+                );
+                expected_chain.insert(chain_position(&audit, &link), (audit.id(), link));
             }
         }
 
         let store = EmbeddedStore::open(&self.config.store.embedded_path).expect("store opens");
         let stored = stored_records(&store).await;
+        let stored_chain = stored_chain(&store).await;
+        let chain_differing = expected_chain
+            .iter()
+            .filter(|(position, want)| stored_chain.get(*position) != Some(*want))
+            .count()
+            + stored_chain
+                .keys()
+                .filter(|position| !expected_chain.contains_key(*position))
+                .count();
+        let verified = audit_stream::verify::verify(&store, None, &ProgressBar::hidden())
+            .await
+            .expect("verify runs");
         let missing: Vec<&Uuid> = expected
             .keys()
             .filter(|k| !stored.contains_key(k))
@@ -390,6 +411,9 @@ impl Run {
             }
         }
         Outcome {
+            chain_entries: expected_chain.len(),
+            chain_differing,
+            verify_problems: verified.problems.iter().map(ToString::to_string).collect(),
             expected: expected.len(),
             missing: missing.len(),
             extra: extra.len(),
@@ -411,6 +435,12 @@ pub struct Outcome {
     pub blocks: usize,
     pub blocks_stored: usize,
     pub states_differing: Vec<(String, i32)>,
+    /// Chain entries the oracle derives, and how many positions the store has with
+    /// other links (another record, other hashes) or that the oracle does not have.
+    pub chain_entries: usize,
+    pub chain_differing: usize,
+    /// What `audit-stream verify` finds in the store.
+    pub verify_problems: Vec<String>,
 }
 
 impl Outcome {
@@ -426,7 +456,53 @@ impl Outcome {
                 && self.states_differing.is_empty(),
             "store differs from the oracle: {self:?}"
         );
+        assert!(
+            self.chain_entries == self.expected && self.chain_differing == 0,
+            "the stored hash chains are not the oracle's: {self:?}"
+        );
+        assert!(
+            self.verify_problems.is_empty(),
+            "verify finds problems: {:?}",
+            self.verify_problems
+        );
     }
+}
+
+/// Where a chain entry is: (tenant, topic, partition, position).
+type ChainPosition = (String, String, i32, u64);
+/// What is there: (record id, link).
+type ChainLinkOf = (Uuid, ChainLink);
+
+fn chain_position(record: &AuditRecord, link: &ChainLink) -> ChainPosition {
+    let source = record.source();
+    (
+        record.tenant_id().to_owned(),
+        source.topic.clone(),
+        source.partition,
+        link.seq,
+    )
+}
+
+/// Every chain entry in the store, by position.
+async fn stored_chain(store: &EmbeddedStore) -> BTreeMap<ChainPosition, ChainLinkOf> {
+    let mut chain = BTreeMap::new();
+    for tenant in store.tenants().await.expect("tenants") {
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = store
+                .chain_entries(&tenant, cursor.as_deref(), 5_000)
+                .await
+                .expect("chain entries");
+            for StoredRecord { record, link } in page.items {
+                chain.insert(chain_position(&record, &link), (record.id(), link));
+            }
+            cursor = page.next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+    }
+    chain
 }
 
 fn path_string(path: &Path) -> String {
