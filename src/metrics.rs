@@ -32,6 +32,7 @@ pub const REQUIRED: &[&str] = &[
     "audit_stream_store_write_errors_total",
     "audit_stream_end_to_end_latency_seconds",
     "audit_stream_tracked_keys",
+    "audit_stream_counter_keys_evicted_total",
     "audit_stream_backpressure_active",
     "audit_stream_consumer_lag_records",
     "audit_stream_consumer_lag_seconds",
@@ -108,6 +109,9 @@ fn register_at_zero() {
         counter!("audit_stream_recipes_reloads_total", "outcome" => outcome).absolute(0);
     }
     gauge!("audit_stream_tracked_keys").set(0.0);
+    for reason in ["idle", "key_limit"] {
+        counter!("audit_stream_counter_keys_evicted_total", "reason" => reason).absolute(0);
+    }
     gauge!("audit_stream_backpressure_active").set(0.0);
     gauge!("audit_stream_consumer_lag_seconds").set(0.0);
     counter!("audit_stream_dropped_total").absolute(0);
@@ -117,6 +121,14 @@ fn register_at_zero() {
     for operation in ["save", "load"] {
         counter!("audit_stream_checkpoint_errors_total", "operation" => operation).absolute(0);
     }
+}
+
+/// Failure-counter keys were evicted from a partition's state (`reason`: `idle` or
+/// `key_limit`); each one is also in that partition's ring log. Their next failure counts
+/// from 1 again.
+pub fn counter_keys_evicted(reason: &'static str, keys: u64) {
+    tracing::debug!(reason, keys, "Counter keys evicted");
+    counter!("audit_stream_counter_keys_evicted_total", "reason" => reason).increment(keys);
 }
 
 /// A record was read from an input topic. `kind` is the input kind or `unknown`.
