@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Key, KeyName, Metadata, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::event::{AuditDecision, AuditVerdict, CheckResult, DeadLetter, ErrorClass};
@@ -48,7 +48,83 @@ pub const REQUIRED: &[&str] = &[
 /// Installs the Prometheus recorder for this process and returns the handle that
 /// renders `/metrics`. Call once, from `main`.
 pub fn install() -> Result<PrometheusHandle, String> {
-    let handle = PrometheusBuilder::new()
+    let recorder = builder()?.build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+    register_at_zero();
+    Ok(handle)
+}
+
+/// Every end-to-end latency sample (seconds) recorded since [`install_with_latency_tap`].
+pub type LatencySamples = std::sync::Arc<std::sync::Mutex<Vec<f64>>>;
+
+/// [`install`], and every `audit_stream_end_to_end_latency_seconds` sample also kept in
+/// the returned list, for exact percentiles (`bench`).
+pub fn install_with_latency_tap() -> Result<(PrometheusHandle, LatencySamples), String> {
+    let inner = builder()?.build_recorder();
+    let handle = inner.handle();
+    let samples = LatencySamples::default();
+    metrics::set_global_recorder(LatencyTap {
+        inner,
+        samples: samples.clone(),
+    })
+    .map_err(|e| e.to_string())?;
+    register_at_zero();
+    Ok((handle, samples))
+}
+
+/// A recorder that passes everything on and copies the end-to-end latency samples.
+struct LatencyTap {
+    inner: metrics_exporter_prometheus::PrometheusRecorder,
+    samples: LatencySamples,
+}
+
+struct TappedHistogram {
+    inner: metrics::Histogram,
+    samples: LatencySamples,
+}
+
+impl metrics::HistogramFn for TappedHistogram {
+    fn record(&self, value: f64) {
+        self.inner.record(value);
+        self.samples
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(value);
+    }
+}
+
+impl metrics::Recorder for LatencyTap {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_counter(key, unit, description)
+    }
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_gauge(key, unit, description)
+    }
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_histogram(key, unit, description)
+    }
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> metrics::Counter {
+        self.inner.register_counter(key, metadata)
+    }
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> metrics::Gauge {
+        self.inner.register_gauge(key, metadata)
+    }
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> metrics::Histogram {
+        let inner = self.inner.register_histogram(key, metadata);
+        if key.name() == "audit_stream_end_to_end_latency_seconds" {
+            metrics::Histogram::from_arc(std::sync::Arc::new(TappedHistogram {
+                inner,
+                samples: self.samples.clone(),
+            }))
+        } else {
+            inner
+        }
+    }
+}
+
+fn builder() -> Result<PrometheusBuilder, String> {
+    PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Suffix("_seconds".into()),
             &[
@@ -56,11 +132,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
                 10.0, 30.0,
             ],
         )
-        .map_err(|e| e.to_string())?
-        .install_recorder()
-        .map_err(|e| e.to_string())?;
-    register_at_zero();
-    Ok(handle)
+        .map_err(|e| e.to_string())
 }
 
 /// Registers every counter series with a fixed label set at zero, so that dashboards
