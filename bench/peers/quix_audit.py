@@ -111,6 +111,9 @@ def main():
         # The topics are created up front by the bench (Tansu needs explicit retention).
         auto_create_topics=False,
         on_message_processed=processed,
+        # As for audit-stream and the null consumer: Tansu answers a fetch only after
+        # fetch.wait.max.ms, even with records there.
+        consumer_extra_config={"fetch.wait.max.ms": 10},
     )
     topics = {
         kind: app.topic(name, value_deserializer="bytes", key_deserializer="str")

@@ -153,12 +153,22 @@ impl RebalanceHook for NoCheckpoints {
     fn revoking(&self, _partitions: &[TopicPartition]) {}
 }
 
+/// How long a fetch may wait for records on the broker, for every contender. Tansu 0.6
+/// answers a fetch only when this has passed, even with records there (librdkafka's
+/// default, 500 ms, puts half a second into every record's latency); a Kafka broker
+/// answers as soon as it has `fetch.min.bytes`.
+pub const FETCH_WAIT_MAX_MS: &str = "10";
+
 fn kafka(args: &ChildArgs) -> KafkaConfig {
-    KafkaConfig {
+    let mut kafka = KafkaConfig {
         bootstrap_servers: args.brokers.clone(),
         group_id: args.group.clone(),
         ..KafkaConfig::default()
-    }
+    };
+    kafka
+        .properties
+        .insert("fetch.wait.max.ms".into(), FETCH_WAIT_MAX_MS.into());
+    kafka
 }
 
 /// (a): the pipeline's consumer, its settings and its record copies, and nothing else.

@@ -264,6 +264,23 @@ fn self_command() -> Result<Command, BenchError> {
     Ok(Command::new(exe))
 }
 
+/// The command of (b): this binary, or, to profile the pipeline, this binary under the
+/// command in `AUDIT_STREAM_BENCH_PROFILE` (for example
+/// `valgrind --tool=callgrind --callgrind-out-file=pipeline.cg`).
+fn pipeline_command() -> Result<Command, BenchError> {
+    let exe = std::env::current_exe().map_err(io("path of this binary"))?;
+    let wrapper = std::env::var("AUDIT_STREAM_BENCH_PROFILE").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    Ok(match words.next() {
+        Some(program) => {
+            let mut cmd = Command::new(program);
+            cmd.args(words).arg(exe);
+            cmd
+        }
+        None => Command::new(exe),
+    })
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -503,7 +520,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
 
         // (b)
         bar.set_message(format!("run {}/{}: (b) pipeline", i + 1, args.runs));
-        let mut cmd = self_command()?;
+        let mut cmd = pipeline_command()?;
         cmd.args([
             "bench-child",
             "pipeline",
@@ -532,7 +549,9 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                 create_topics(bin, &brokers, &[changelog])?;
             }
             let mut cmd = Command::new(python);
-            cmd.arg(peer_dir(args).join("quix_audit.py"))
+            // Its dependencies' deprecation warnings are noise on the bench's terminal.
+            cmd.env("PYTHONWARNINGS", "ignore")
+                .arg(peer_dir(args).join("quix_audit.py"))
                 .args(["--brokers", &brokers, "--group", &group])
                 .args(["--validation", &main.validation])
                 .args(["--execution", &main.execution])
