@@ -205,9 +205,11 @@ async fn null_consumer(args: &ChildArgs) -> Result<ChildReport, BenchError> {
 /// until every record is done: outputs acknowledged by the broker, audit records durable.
 async fn pipeline(args: &ChildArgs) -> Result<ChildReport, BenchError> {
     let origin = Instant::now();
-    let mut config = Config::default();
-    config.kafka = kafka(args);
-    config.topics = topics(&args.topics);
+    let mut config = Config {
+        kafka: kafka(args),
+        topics: topics(&args.topics),
+        ..Config::default()
+    };
     config.recipes.path = args.recipes.clone();
     if let Some(store) = &args.store {
         config.store.embedded_path = store.clone();
