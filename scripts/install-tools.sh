@@ -47,3 +47,11 @@ else
         --root "$CACHE/tools/cargo-fuzz-$CARGO_FUZZ_VERSION" >&2
 fi
 echo "export CARGO_FUZZ=$CARGO_FUZZ"
+
+# The quixstreams peer of `bench` (tests/bench_smoke.rs runs it): a virtual environment
+# from the pinned bench/peers/requirements.txt, kept in the cache.
+AUDIT_STREAM_BENCH_VENV="$CACHE/bench-venv"
+export AUDIT_STREAM_BENCH_VENV
+log "bench peer (quixstreams) venv at $AUDIT_STREAM_BENCH_VENV"
+"$(dirname "$0")/../bench/peers/setup.sh" >/dev/null
+echo "export AUDIT_STREAM_BENCH_VENV=$AUDIT_STREAM_BENCH_VENV"

@@ -62,6 +62,14 @@ fn write_value(out: &mut String, value: &Value) {
 }
 
 fn write_string(out: &mut String, s: &str) {
+    // Most keys and values need no escape: copy them as they are, without the
+    // allocation of a serializer's output (this is the hot path of evidence digests).
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     // Serializing a `str` cannot fail; the fallback keeps this total without a panic.
     match serde_json::to_string(s) {
         Ok(escaped) => out.push_str(&escaped),
@@ -72,6 +80,10 @@ fn write_string(out: &mut String, s: &str) {
 /// Order of two keys by UTF-16 code units. It differs from byte (code point) order only
 /// between characters U+E000..U+FFFF and characters above U+FFFF.
 fn utf16_order(a: &str, b: &str) -> Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        // The common case, where both orders are byte order.
+        return a.cmp(b);
+    }
     a.encode_utf16().cmp(b.encode_utf16())
 }
 

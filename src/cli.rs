@@ -62,4 +62,12 @@ pub enum Command {
         #[arg(long)]
         revision: Option<i64>,
     },
+    /// Measure throughput and CPU per record against a null consumer and a quixstreams
+    /// peer on one broker, the pure stages in process, latency and counter memory.
+    ///
+    /// Prints the figures and ratios; exits 1 naming every target missed.
+    Bench(crate::bench::BenchArgs),
+    /// One measured process of `bench` (started by it).
+    #[command(hide = true)]
+    BenchChild(crate::bench::child::ChildArgs),
 }

@@ -29,6 +29,7 @@ pub struct Config {
     pub checkpoint: CheckpointConfig,
     pub gate: GateConfig,
     pub http: HttpConfig,
+    pub validation: ValidationConfig,
 }
 
 /// Kafka client settings shared by the consumer and the producer.
@@ -405,6 +406,41 @@ impl Default for HttpConfig {
     }
 }
 
+/// Bounds of the validation audit's per-partition counter state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationConfig {
+    /// Failure-counter keys held per input partition at most. A new failing key at the
+    /// bound evicts the least recently seen eighth of the keys; each eviction is written
+    /// to the ring log and counted (`audit_stream_counter_keys_evicted_total`).
+    pub max_tracked_keys: usize,
+    /// A key not seen for this long, in event time (`occurred_at`, never the wall clock),
+    /// is evicted. Its next failure counts as its first.
+    pub key_idle_ttl_secs: u64,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        let limits = crate::validation::CounterLimits::default();
+        ValidationConfig {
+            max_tracked_keys: limits.max_tracked_keys,
+            key_idle_ttl_secs: u64::try_from(limits.idle_ttl_ms / 1000).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl ValidationConfig {
+    /// The counter limits these settings stand for.
+    pub fn limits(&self) -> crate::validation::CounterLimits {
+        crate::validation::CounterLimits {
+            max_tracked_keys: self.max_tracked_keys,
+            idle_ttl_ms: i64::try_from(self.key_idle_ttl_secs)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1000),
+        }
+    }
+}
+
 /// Configuration that cannot be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -472,6 +508,12 @@ impl Config {
         {
             return invalid(
                 "store.retry_initial_ms must be positive and not above store.retry_max_ms".into(),
+            );
+        }
+        if self.validation.max_tracked_keys == 0 || self.validation.key_idle_ttl_secs == 0 {
+            return invalid(
+                "validation.max_tracked_keys and validation.key_idle_ttl_secs must be positive"
+                    .into(),
             );
         }
         if self.checkpoint.interval_ms == 0 {

@@ -24,10 +24,13 @@
 //!   recomputes it.
 //! - [`config`], [`metrics`], [`http`], [`telemetry`]: running it.
 //! - [`cli`], [`service`], [`produce`], [`demo`]: the commands of the binary.
+//! - [`bench`]: the `bench` command, audit-stream measured against a null consumer and
+//!   a stream-processing peer.
 //!
 //! `event`, `decode`, `validation`, `contract`, `coordination` and `gate` are pure: no
 //! I/O, no clock, outputs returned as values.
 
+pub mod bench;
 pub mod canonical;
 pub mod chain;
 pub mod cli;

@@ -11,7 +11,7 @@ use audit_stream::cli::{Cli, Command};
 use audit_stream::config::{Config, StoreKind};
 use audit_stream::gate::{self, Action};
 use audit_stream::pipeline::{offline, recipe_source, worker::Shared, Operator};
-use audit_stream::{demo, metrics, produce, service, telemetry, verify};
+use audit_stream::{bench, demo, metrics, produce, service, telemetry, verify};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -36,8 +36,36 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Bench(args) => {
+            let report = bench::run(&args).await?;
+            print!(
+                "{}",
+                if args.markdown {
+                    report.markdown()
+                } else {
+                    report.table()
+                }
+            );
+            let (success, lines) = bench::verdict(&report, args.report_only);
+            for line in lines {
+                eprintln!("{line}");
+            }
+            return Ok(if success {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        Command::BenchChild(args) => {
+            bench::child::run(args).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
+        Command::Bench(_) | Command::BenchChild(_) => unreachable!("dispatched above"),
         Command::Run => {
             let metrics = metrics::install().map_err(anyhow::Error::msg)?;
             let store = service::open_store(&config).await?;

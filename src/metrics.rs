@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Key, KeyName, Metadata, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::event::{AuditDecision, AuditVerdict, CheckResult, DeadLetter, ErrorClass};
@@ -32,6 +32,7 @@ pub const REQUIRED: &[&str] = &[
     "audit_stream_store_write_errors_total",
     "audit_stream_end_to_end_latency_seconds",
     "audit_stream_tracked_keys",
+    "audit_stream_counter_keys_evicted_total",
     "audit_stream_backpressure_active",
     "audit_stream_consumer_lag_records",
     "audit_stream_consumer_lag_seconds",
@@ -49,7 +50,83 @@ pub const REQUIRED: &[&str] = &[
 /// Installs the Prometheus recorder for this process and returns the handle that
 /// renders `/metrics`. Call once, from `main`.
 pub fn install() -> Result<PrometheusHandle, String> {
-    let handle = PrometheusBuilder::new()
+    let recorder = builder()?.build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+    register_at_zero();
+    Ok(handle)
+}
+
+/// Every end-to-end latency sample (seconds) recorded since [`install_with_latency_tap`].
+pub type LatencySamples = std::sync::Arc<std::sync::Mutex<Vec<f64>>>;
+
+/// [`install`], and every `audit_stream_end_to_end_latency_seconds` sample also kept in
+/// the returned list, for exact percentiles (`bench`).
+pub fn install_with_latency_tap() -> Result<(PrometheusHandle, LatencySamples), String> {
+    let inner = builder()?.build_recorder();
+    let handle = inner.handle();
+    let samples = LatencySamples::default();
+    metrics::set_global_recorder(LatencyTap {
+        inner,
+        samples: samples.clone(),
+    })
+    .map_err(|e| e.to_string())?;
+    register_at_zero();
+    Ok((handle, samples))
+}
+
+/// A recorder that passes everything on and copies the end-to-end latency samples.
+struct LatencyTap {
+    inner: metrics_exporter_prometheus::PrometheusRecorder,
+    samples: LatencySamples,
+}
+
+struct TappedHistogram {
+    inner: metrics::Histogram,
+    samples: LatencySamples,
+}
+
+impl metrics::HistogramFn for TappedHistogram {
+    fn record(&self, value: f64) {
+        self.inner.record(value);
+        self.samples
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(value);
+    }
+}
+
+impl metrics::Recorder for LatencyTap {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_counter(key, unit, description)
+    }
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_gauge(key, unit, description)
+    }
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_histogram(key, unit, description)
+    }
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> metrics::Counter {
+        self.inner.register_counter(key, metadata)
+    }
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> metrics::Gauge {
+        self.inner.register_gauge(key, metadata)
+    }
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> metrics::Histogram {
+        let inner = self.inner.register_histogram(key, metadata);
+        if key.name() == "audit_stream_end_to_end_latency_seconds" {
+            metrics::Histogram::from_arc(std::sync::Arc::new(TappedHistogram {
+                inner,
+                samples: self.samples.clone(),
+            }))
+        } else {
+            inner
+        }
+    }
+}
+
+fn builder() -> Result<PrometheusBuilder, String> {
+    PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Suffix("_seconds".into()),
             &[
@@ -57,11 +134,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
                 10.0, 30.0,
             ],
         )
-        .map_err(|e| e.to_string())?
-        .install_recorder()
-        .map_err(|e| e.to_string())?;
-    register_at_zero();
-    Ok(handle)
+        .map_err(|e| e.to_string())
 }
 
 /// Registers every counter series with a fixed label set at zero, so that dashboards
@@ -110,6 +183,9 @@ fn register_at_zero() {
         counter!("audit_stream_recipes_reloads_total", "outcome" => outcome).absolute(0);
     }
     gauge!("audit_stream_tracked_keys").set(0.0);
+    for reason in ["idle", "key_limit"] {
+        counter!("audit_stream_counter_keys_evicted_total", "reason" => reason).absolute(0);
+    }
     gauge!("audit_stream_backpressure_active").set(0.0);
     gauge!("audit_stream_consumer_lag_seconds").set(0.0);
     counter!("audit_stream_dropped_total").absolute(0);
@@ -122,6 +198,14 @@ fn register_at_zero() {
     for kind in KINDS {
         gauge!("audit_stream_dead_letter_ratio", "kind" => kind).set(0.0);
     }
+}
+
+/// Failure-counter keys were evicted from a partition's state (`reason`: `idle` or
+/// `key_limit`); each one is also in that partition's ring log. Their next failure counts
+/// from 1 again.
+pub fn counter_keys_evicted(reason: &'static str, keys: u64) {
+    tracing::debug!(reason, keys, "Counter keys evicted");
+    counter!("audit_stream_counter_keys_evicted_total", "reason" => reason).increment(keys);
 }
 
 /// A record was read from an input topic. `kind` is the input kind or `unknown`.

@@ -16,8 +16,8 @@ use crate::event::{DeadLetter, InputEvent, SourceRef};
 use crate::record::Record;
 use crate::schema::SchemaError;
 use crate::store::{AuditRecord, StoredRecord};
-use crate::validation::{self, Recipes, ValidationState};
-use crate::{contract, coordination};
+use crate::validation::{self, CounterLimits, Recipes, ValidationState};
+use crate::{contract, coordination, metrics};
 
 /// Operator state of one input partition; checkpointed with the offset it covers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +118,8 @@ impl Output {
 pub struct Operator {
     decoder: Decoder,
     topics: TopicsConfig,
+    /// Bounds of each partition's failure counters.
+    limits: CounterLimits,
 }
 
 impl Operator {
@@ -125,6 +127,7 @@ impl Operator {
         Ok(Operator {
             decoder: Decoder::new(&config.topics, &config.ingest)?,
             topics: config.topics.clone(),
+            limits: config.validation.limits(),
         })
     }
 
@@ -162,7 +165,20 @@ impl Operator {
         };
         match event {
             InputEvent::Validation(event) => {
-                validation::evaluate(recipes, &event, &source, &mut state.validation)
+                let before = state.validation.counter.evictions();
+                let decisions = validation::evaluate(
+                    recipes,
+                    &event,
+                    &source,
+                    &mut state.validation,
+                    &self.limits,
+                );
+                let after = state.validation.counter.evictions();
+                if after != before {
+                    metrics::counter_keys_evicted("idle", after.idle - before.idle);
+                    metrics::counter_keys_evicted("key_limit", after.key_limit - before.key_limit);
+                }
+                decisions
                     .into_iter()
                     .map(|d| Output::Audit(AuditRecord::Decision(d)))
                     .collect()

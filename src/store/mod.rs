@@ -194,25 +194,60 @@ impl AuditRecord {
     }
 }
 
-/// JSON text with object keys sorted at every level, whatever map type serde_json was
-/// built with, so equal content always has one digest.
+/// JSON text with object keys sorted (by bytes) at every level, whatever map type
+/// serde_json was built with, so equal content always has one digest. Written in one
+/// pass without copying the tree: this runs for every record the store writes.
 fn canonical_json(value: &Value) -> String {
-    fn sorted(value: &Value) -> Value {
-        match value {
-            Value::Object(fields) => {
-                let mut keys: Vec<&String> = fields.keys().collect();
-                keys.sort();
-                Value::Object(
-                    keys.into_iter()
-                        .map(|k| (k.clone(), sorted(&fields[k])))
-                        .collect(),
-                )
+    let mut out = String::with_capacity(1024);
+    write_sorted(&mut out, value);
+    out
+}
+
+fn write_sorted(out: &mut String, value: &Value) {
+    match value {
+        Value::Object(fields) => {
+            let mut entries: Vec<(&String, &Value)> = fields.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json_string(out, key);
+                out.push(':');
+                write_sorted(out, item);
             }
-            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
-            other => other.clone(),
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_sorted(out, item);
+            }
+            out.push(']');
+        }
+        Value::String(s) => write_json_string(out, s),
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{n}");
         }
     }
-    sorted(value).to_string()
+}
+
+/// A JSON string as serde_json writes it.
+fn write_json_string(out: &mut String, s: &str) {
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&Value::from(s).to_string());
+    }
 }
 
 /// An audit record with its place in the hash chain: what the sink writes.
@@ -501,6 +536,33 @@ mod tests {
             canonical_json(&value),
             r#"{"a":{"c":null,"d":[{"y":2,"z":1}]},"b":1}"#
         );
+    }
+
+    #[test]
+    fn canonical_json_is_the_text_of_the_key_sorted_tree_as_digests_were_made_before() {
+        // The digests already stored were made by sorting a copy of the tree and
+        // printing it; the one-pass writer must give the very same text.
+        fn sorted_copy(value: &Value) -> Value {
+            match value {
+                Value::Object(fields) => {
+                    let mut keys: Vec<&String> = fields.keys().collect();
+                    keys.sort();
+                    Value::Object(
+                        keys.into_iter()
+                            .map(|k| (k.clone(), sorted_copy(&fields[k])))
+                            .collect(),
+                    )
+                }
+                Value::Array(items) => Value::Array(items.iter().map(sorted_copy).collect()),
+                other => other.clone(),
+            }
+        }
+        let value = json!({
+            "z\"q": ["line\nbreak", "\u{1}", "tab\t", "back\\slash", "é", "\u{1F600}"],
+            "\u{FF21}": 1, "\u{1F600}": 2, "a": {"n": [1, -2, 1.5, 1.0, 1e20, u64::MAX, i64::MIN]},
+            "b": [true, false, null, {}, []], "": "",
+        });
+        assert_eq!(canonical_json(&value), sorted_copy(&value).to_string());
     }
 
     /// The ScyllaDB schema, in migration order: (file name, text).

@@ -20,7 +20,7 @@ mod recipe;
 mod ring_log;
 mod rule;
 
-pub use counter::{FailOutcome, FailureCounter};
+pub use counter::{CounterLimits, Evictions, FailOutcome, FailureCounter};
 pub use recipe::{AuditDefaults, ProcessRecipe, RecipeError, Recipes, Rule};
 pub use ring_log::{RingEntry, RingLog, Stamp};
 
@@ -54,7 +54,9 @@ impl ValidationState {
 /// (STOP/ABORT/BLOCK/WARN) in rule order.
 ///
 /// The ring log first takes the recipes' `ring_capacity` (keeping its newest entries), so
-/// a reloaded capacity applies to restored state too. Rules whose value is absent or null
+/// a reloaded capacity applies to restored state too. The event's `occurred_at` then
+/// advances the partition's clock, which evicts idle keys, and a new failing key at the
+/// bound of `limits` evicts the least recently seen ones (see [`FailureCounter`]). Rules whose value is absent or null
 /// are skipped without a trace; a process without a recipe, or without rules for the
 /// event's phase, changes nothing.
 pub fn evaluate(
@@ -62,11 +64,17 @@ pub fn evaluate(
     event: &ValidationEvent,
     source: &SourceRef,
     state: &mut ValidationState,
+    limits: &CounterLimits,
 ) -> Vec<AuditDecision> {
     let defaults = recipes.defaults();
     if state.ring.capacity() != defaults.ring_capacity {
         state.ring.set_capacity(defaults.ring_capacity);
     }
+    let stamp = Stamp {
+        at: event.occurred_at,
+        offset: source.offset,
+    };
+    state.counter.advance(&mut state.ring, limits, stamp);
     let Some(rules) = recipes
         .process(&event.process)
         .and_then(|recipe| recipe.rules(event.phase))
@@ -74,10 +82,6 @@ pub fn evaluate(
         return Vec::new();
     };
 
-    let stamp = Stamp {
-        at: event.occurred_at,
-        offset: source.offset,
-    };
     let event_id = event.event_id.to_string();
     let mut decisions = Vec::new();
 
@@ -102,6 +106,7 @@ pub fn evaluate(
             counter.log_success(ring, defaults, &key, stamp);
             continue;
         };
+        counter.make_room(ring, limits, &key, stamp);
         ring.record(stamp, &key, format!("VIOLATION: {message}"));
         let outcome = counter.log_fail(
             ring,
@@ -192,7 +197,13 @@ process_recipes:
             let event = event(process, phase, values, self.offset);
             let source = source_of(&event, self.offset);
             self.offset += 1;
-            evaluate(&self.recipes, &event, &source, &mut self.state)
+            evaluate(
+                &self.recipes,
+                &event,
+                &source,
+                &mut self.state,
+                &CounterLimits::default(),
+            )
         }
 
         fn input(&mut self, values: serde_json::Value) -> Vec<AuditDecision> {
