@@ -117,6 +117,12 @@ pub struct PartitionChains {
 impl PartitionChains {
     /// Links `record` as the next record of its chain.
     pub fn append(&mut self, record: &AuditRecord) -> ChainLink {
+        self.append_canonical(record, &record.canonical())
+    }
+
+    /// [`PartitionChains::append`] of a record whose canonical content
+    /// ([`AuditRecord::canonical`]) the caller already has.
+    pub fn append_canonical(&mut self, record: &AuditRecord, canonical: &str) -> ChainLink {
         let offset = record.source().offset;
         let head = self
             .heads
@@ -131,7 +137,7 @@ impl PartitionChains {
                     key,
                 }
             });
-        let hash = link_hash(&head.last_hash, &record.canonical());
+        let hash = link_hash(&head.last_hash, canonical);
         let link = ChainLink {
             seq: head.records,
             prev_hash: std::mem::replace(&mut head.last_hash, hash.clone()),
@@ -506,6 +512,18 @@ mod tests {
         let replayed: Vec<ChainLink> = records[3..].iter().map(|r| restored.append(r)).collect();
         assert_eq!(replayed, rest);
         assert_eq!(first[2].hash, rest[0].prev_hash);
+    }
+
+    #[test]
+    fn a_stored_record_carries_the_link_and_digest_of_one_canonical_form() {
+        let records = records("acme", 3);
+        let mut by_record = PartitionChains::default();
+        let mut by_canonical = PartitionChains::default();
+        for record in records {
+            let stored = crate::store::StoredRecord::append(&mut by_canonical, record.clone());
+            assert_eq!(stored.link, by_record.append(&record));
+            assert_eq!(stored.content_digest, record.content_digest());
+        }
     }
 
     #[test]

@@ -238,7 +238,7 @@ async fn verify_tenant(
     let mut cursor: Option<String> = None;
     loop {
         let page = store.chain_entries(tenant, cursor.as_deref(), PAGE).await?;
-        for StoredRecord { record, link } in page.items {
+        for StoredRecord { record, link, .. } in page.items {
             let key = ChainKey::of(&record);
             if current.as_ref().is_none_or(|(k, _)| *k != key) {
                 if let Some((k, entries)) = current.take() {

@@ -43,10 +43,7 @@ impl PartitionState {
         outputs
             .iter()
             .filter_map(Output::audit_record)
-            .map(|record| StoredRecord {
-                link: self.chains.append(record),
-                record: record.clone(),
-            })
+            .map(|record| StoredRecord::append(&mut self.chains, record.clone()))
             .collect()
     }
 }

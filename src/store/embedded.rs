@@ -344,22 +344,26 @@ fn write_records(
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(classify)?;
     let mut outcome = WriteOutcome::default();
-    for StoredRecord { record, link } in records {
-        let digest = record.content_digest();
+    for StoredRecord {
+        record,
+        link,
+        content_digest: digest,
+    } in records
+    {
         let json = record.to_json()?;
         insert_chain_entry(&tx, record, link, &json).map_err(classify)?;
         let inserted = match record {
-            AuditRecord::Decision(d) => insert_decision(&tx, d, &digest, &json),
+            AuditRecord::Decision(d) => insert_decision(&tx, d, digest, &json),
             AuditRecord::Verdict {
                 verdict,
                 occurred_at,
-            } => insert_verdict(&tx, verdict, occurred_at, &digest, &json),
-            AuditRecord::Coordination(c) => insert_coordination(&tx, c, &digest, &json),
+            } => insert_verdict(&tx, verdict, occurred_at, digest, &json),
+            AuditRecord::Coordination(c) => insert_coordination(&tx, c, digest, &json),
         }
         .map_err(classify)?;
         if inserted == 0 {
             let stored = stored_copy(&tx, record)?;
-            if stored.digest == digest {
+            if stored.digest == *digest {
                 outcome.duplicates += 1;
             } else {
                 outcome.conflicts.push(Conflict {
@@ -812,14 +816,14 @@ fn read_chain_page(
             .map_err(|e| unreadable(e.to_string()))?;
         let record =
             AuditRecord::from_chain_fields(&kind, &json, occurred_at).map_err(unreadable)?;
-        items.push(StoredRecord {
+        items.push(StoredRecord::new(
             record,
-            link: ChainLink {
+            ChainLink {
                 seq: u64::try_from(seq).unwrap_or(0),
                 prev_hash,
                 hash,
             },
-        });
+        ));
         last = Some((topic, partition, seq));
     }
     let next = match last {

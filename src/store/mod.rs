@@ -255,19 +255,39 @@ fn write_json_string(out: &mut String, s: &str) {
 pub struct StoredRecord {
     pub record: AuditRecord,
     pub link: ChainLink,
+    /// [`AuditRecord::content_digest`] of `record`, computed once from the same
+    /// canonical content as the link's hash.
+    pub content_digest: String,
 }
 
 impl StoredRecord {
+    /// `record` at `link` (a chain entry read back, or a link made elsewhere).
+    pub fn new(record: AuditRecord, link: ChainLink) -> StoredRecord {
+        StoredRecord {
+            content_digest: record.content_digest(),
+            record,
+            link,
+        }
+    }
+
+    /// Links `record` as the next record of its chain in `chains`: its canonical content
+    /// is built once, for both the link's hash and the content digest.
+    pub fn append(chains: &mut PartitionChains, record: AuditRecord) -> StoredRecord {
+        let canonical = record.canonical();
+        StoredRecord {
+            link: chains.append_canonical(&record, &canonical),
+            content_digest: hex::encode(Sha256::digest(canonical.as_bytes())),
+            record,
+        }
+    }
+
     /// Links `records` into fresh chains, in order: for tests and tools that write
     /// records outside the pipeline.
     pub fn chain(records: impl IntoIterator<Item = AuditRecord>) -> Vec<StoredRecord> {
         let mut chains = PartitionChains::default();
         records
             .into_iter()
-            .map(|record| StoredRecord {
-                link: chains.append(&record),
-                record,
-            })
+            .map(|record| StoredRecord::append(&mut chains, record))
             .collect()
     }
 }

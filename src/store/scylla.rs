@@ -778,7 +778,7 @@ fn record_writes(fresh: &[Fresh<'_>], now: DateTime<Utc>) -> Result<Vec<Write>, 
 /// The chain entries of the records, batched per tenant.
 fn chain_writes(records: &[StoredRecord], now: DateTime<Utc>) -> Result<Vec<Write>, StoreError> {
     let mut rows = Vec::with_capacity(records.len());
-    for StoredRecord { record, link } in records {
+    for StoredRecord { record, link, .. } in records {
         let json = record.to_json()?;
         let ts = statements::write_timestamp(statements::record_time(record), now);
         rows.push((
@@ -812,7 +812,10 @@ impl AuditStore for ScyllaStore {
         }
         let now = Utc::now();
         let records: Vec<&AuditRecord> = stored_records.iter().map(|s| &s.record).collect();
-        let digests: Vec<String> = records.iter().map(|r| r.content_digest()).collect();
+        let digests: Vec<String> = stored_records
+            .iter()
+            .map(|s| s.content_digest.clone())
+            .collect();
 
         let mut keys: Vec<(&'static str, Uuid)> =
             records.iter().map(|r| (r.kind(), r.id())).collect();

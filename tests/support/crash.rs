@@ -347,6 +347,7 @@ impl Run {
             for StoredRecord {
                 record: audit,
                 link,
+                ..
             } in state.link(&outputs)
             {
                 let previous = expected.insert(audit.id(), comparable(audit_json(&audit)));
@@ -493,7 +494,7 @@ async fn stored_chain(store: &EmbeddedStore) -> BTreeMap<ChainPosition, ChainLin
                 .chain_entries(&tenant, cursor.as_deref(), 5_000)
                 .await
                 .expect("chain entries");
-            for StoredRecord { record, link } in page.items {
+            for StoredRecord { record, link, .. } in page.items {
                 chain.insert(chain_position(&record, &link), (record.id(), link));
             }
             cursor = page.next;

@@ -110,14 +110,14 @@ pub(crate) fn chain_entry(
                 "chain entry {tenant_id}@{topic}/{partition} #{seq} ({kind} {id}): {e}"
             ))
         })?;
-    let entry = StoredRecord {
+    let entry = StoredRecord::new(
         record,
-        link: ChainLink {
+        ChainLink {
             seq: u64::try_from(seq).unwrap_or(0),
             prev_hash: text(row, 5, what)?,
             hash: text(row, 6, what)?,
         },
-    };
+    );
     let cursor = Cursor {
         listing: "chain".to_owned(),
         topic,

@@ -676,18 +676,12 @@ mod tests {
         let record = AuditRecord::Decision(d.clone());
         let status = RolloutStatus::from_verdict(&v, at(-5));
         let mut chains = crate::chain::PartitionChains::default();
-        let chained = StoredRecord {
-            link: chains.append(&record),
-            record: record.clone(),
-        };
+        let chained = StoredRecord::append(&mut chains, record.clone());
         let verdict_record = AuditRecord::Verdict {
             verdict: v.clone(),
             occurred_at: at(-5),
         };
-        let chained_verdict = StoredRecord {
-            link: chains.append(&verdict_record),
-            record: verdict_record,
-        };
+        let chained_verdict = StoredRecord::append(&mut chains, verdict_record);
         let head = chains.heads().next().expect("a head").clone();
         let cases = [
             (INSERT_DECISION, decision_values(&d, "x", "{}", 1).unwrap()),
