@@ -799,12 +799,8 @@ fn read_chain_page(
     .collect::<rusqlite::Result<Vec<_>>>()
     .map_err(classify)?;
 
-    let more = rows.len() > limit;
-    let mut items = Vec::with_capacity(limit.min(rows.len()));
-    let mut last = None;
-    for (topic, partition, seq, kind, id, prev_hash, hash, occurred_at, json) in
-        rows.into_iter().take(limit)
-    {
+    Page::from_rows(rows, limit, |row| {
+        let (topic, partition, seq, kind, id, prev_hash, hash, occurred_at, json) = row;
         let unreadable = |e: String| {
             StoreError::Permanent(format!(
                 "chain entry {tenant_id}@{topic}/{partition} #{seq} ({kind} {id}): {e}"
@@ -816,30 +812,23 @@ fn read_chain_page(
             .map_err(|e| unreadable(e.to_string()))?;
         let record =
             AuditRecord::from_chain_fields(&kind, &json, occurred_at).map_err(unreadable)?;
-        items.push(StoredRecord::new(
+        let entry = StoredRecord::new(
             record,
             ChainLink {
                 seq: u64::try_from(seq).unwrap_or(0),
                 prev_hash,
                 hash,
             },
-        ));
-        last = Some((topic, partition, seq));
-    }
-    let next = match last {
-        Some((topic, partition, seq)) if more => Some(
-            Cursor {
-                listing: "chain".to_owned(),
-                topic,
-                partition,
-                offset: seq,
-                id: Uuid::nil(),
-            }
-            .encode(),
-        ),
-        _ => None,
-    };
-    Ok(Page { items, next })
+        );
+        let cursor = Cursor {
+            listing: "chain".to_owned(),
+            topic,
+            partition,
+            offset: seq,
+            id: Uuid::nil(),
+        };
+        Ok((entry, cursor))
+    })
 }
 
 #[async_trait::async_trait]

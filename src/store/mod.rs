@@ -314,6 +314,28 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// The page of at most `limit` items out of the up to `limit + 1` rows a listing
+    /// fetched (one more than the page holds tells whether another page follows); `read`
+    /// maps a row to its item and the cursor that resumes after it.
+    pub(crate) fn from_rows<R>(
+        rows: Vec<R>,
+        limit: usize,
+        mut read: impl FnMut(R) -> Result<(T, cursor::Cursor), StoreError>,
+    ) -> Result<Page<T>, StoreError> {
+        let more = rows.len() > limit;
+        let mut items = Vec::with_capacity(limit.min(rows.len()));
+        let mut last = None;
+        for row in rows.into_iter().take(limit) {
+            let (item, cursor) = read(row)?;
+            items.push(item);
+            last = Some(cursor);
+        }
+        let next = last.filter(|_| more).map(|cursor| cursor.encode());
+        Ok(Page { items, next })
+    }
+}
+
 /// What one [`AuditStore::write`] did with each of its records.
 ///
 /// `written + duplicates + conflicts.len()` is the number of records of the call: every

@@ -584,16 +584,7 @@ fn page_of<T>(
     limit: usize,
     read: impl Fn(&[Option<CqlValue>]) -> Result<(T, Cursor), StoreError>,
 ) -> Result<Page<T>, StoreError> {
-    let more = rows.len() > limit;
-    let mut items = Vec::with_capacity(limit.min(rows.len()));
-    let mut last = None;
-    for row in rows.iter().take(limit) {
-        let (item, cursor) = read(row)?;
-        items.push(item);
-        last = Some(cursor);
-    }
-    let next = last.filter(|_| more).map(|cursor| cursor.encode());
-    Ok(Page { items, next })
+    Page::from_rows(rows.iter().collect(), limit, |row| read(row))
 }
 
 /// The table a write goes to.
