@@ -59,10 +59,17 @@ pub struct KafkaConfig {
     /// How often the client reports its statistics, from which consumer lag per
     /// partition is exported.
     pub statistics_interval_ms: u32,
-    /// Decisions, verdicts and offsets in one Kafka transaction. Not available in this
-    /// release: `true` is rejected at start. Outputs are at-least-once with an
-    /// idempotent producer and deterministic ids, so a duplicate carries the same id.
+    /// Decisions, verdicts, dead letters and input offsets in one Kafka transaction,
+    /// committed every `checkpoint.interval_ms`: a `read_committed` consumer sees each
+    /// output once. Off: outputs are at-least-once with an idempotent producer and
+    /// deterministic ids, so a duplicate carries the same id. See ARCHITECTURE.md.
     pub exactly_once: bool,
+    /// The producer's `transactional.id` with `exactly_once`; empty means
+    /// `<group_id>-<HOSTNAME>`. It must be unique per instance and the same across
+    /// restarts of one instance (a StatefulSet's pod name): a restart then aborts the
+    /// transaction its predecessor left open at once, instead of after the broker's
+    /// transaction timeout, during which `read_committed` consumers wait.
+    pub transactional_id: String,
     /// Extra librdkafka properties for both clients: security (`security.protocol`,
     /// `sasl.mechanisms`, `sasl.username`, `sasl.password`, `ssl.ca.location`, …) and
     /// tuning. From the environment, `_` in a property name stands for `.`:
@@ -83,12 +90,25 @@ impl Default for KafkaConfig {
             prefetch_max_kbytes: 16_384,
             statistics_interval_ms: 5_000,
             exactly_once: false,
+            transactional_id: String::new(),
             properties: BTreeMap::new(),
         }
     }
 }
 
 impl KafkaConfig {
+    /// The `transactional.id` of this instance (see the field).
+    pub fn transactional_id(&self) -> String {
+        if !self.transactional_id.is_empty() {
+            return self.transactional_id.clone();
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "local".into());
+        format!("{}-{host}", self.group_id)
+    }
+
     /// The pass-through properties with environment-style names (`sasl_username`)
     /// turned into librdkafka names (`sasl.username`).
     pub fn client_properties(&self) -> impl Iterator<Item = (String, &str)> {
@@ -519,14 +539,6 @@ impl Config {
         if self.checkpoint.interval_ms == 0 {
             return invalid("checkpoint.interval_ms must be positive".into());
         }
-        if self.kafka.exactly_once {
-            return invalid(
-                "kafka.exactly_once = true is not available in this release (transactions \
-                 are not proven on a broker yet); outputs are at-least-once with \
-                 deterministic ids and the store is exactly-once (see ARCHITECTURE.md)"
-                    .into(),
-            );
-        }
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return invalid("kafka.bootstrap_servers must not be empty".into());
         }
@@ -618,11 +630,25 @@ mod tests {
     }
 
     #[test]
-    fn exactly_once_is_rejected_until_it_is_available() {
+    fn exactly_once_takes_a_transactional_id_per_instance() {
         let mut file = tempfile::NamedTempFile::new().expect("temp file");
-        writeln!(file, "[kafka]\nexactly_once = true").unwrap();
-        let err = Config::load_with(Some(file.path()), no_env()).expect_err("rejected");
-        assert!(err.to_string().contains("exactly_once"), "{err}");
+        writeln!(
+            file,
+            "[kafka]\nexactly_once = true\ngroup_id = \"g\"\ntransactional_id = \"g-0\""
+        )
+        .unwrap();
+        let config = Config::load_with(Some(file.path()), no_env()).expect("accepted");
+        assert!(config.kafka.exactly_once);
+        assert_eq!(config.kafka.transactional_id(), "g-0");
+        let derived = KafkaConfig {
+            group_id: "g".into(),
+            ..KafkaConfig::default()
+        };
+        assert!(
+            derived.transactional_id().starts_with("g-"),
+            "{}",
+            derived.transactional_id()
+        );
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub const REQUIRED: &[&str] = &[
     "audit_stream_checkpoint_errors_total",
     "audit_stream_dead_letter_ratio",
     "audit_stream_dead_letter_ratio_limit",
+    "audit_stream_transactions_committed_total",
+    "audit_stream_outputs_already_published_total",
 ];
 
 /// Installs the Prometheus recorder for this process and returns the handle that
@@ -170,6 +172,8 @@ fn register_at_zero() {
         counter!("audit_stream_output_delivery_errors_total", "topic" => role).absolute(0);
     }
     counter!("audit_stream_store_records_written_total").absolute(0);
+    counter!("audit_stream_transactions_committed_total").absolute(0);
+    counter!("audit_stream_outputs_already_published_total").absolute(0);
     counter!("audit_stream_store_duplicates_total").absolute(0);
     for kind in ["decision", "verdict", "coordination"] {
         counter!("audit_stream_store_conflicts_total", "kind" => kind).absolute(0);
@@ -302,6 +306,19 @@ pub fn output_acknowledged(role: &'static str) {
 pub fn output_delivery_failed(role: &'static str, error: &dyn std::fmt::Display) {
     tracing::warn!(topic = role, error = %error, "Output delivery failed; sending again");
     counter!("audit_stream_output_delivery_errors_total", "topic" => role).increment(1);
+}
+
+/// A transaction with its outputs and the input offsets of `partitions` partitions
+/// was committed (`kafka.exactly_once`).
+pub fn transaction_committed(partitions: usize) {
+    tracing::debug!(partitions, "Transaction committed");
+    counter!("audit_stream_transactions_committed_total").increment(1);
+}
+
+/// A replayed record's outputs were not published again: a committed transaction
+/// already holds them (`kafka.exactly_once`, after a restore).
+pub fn outputs_already_published(outputs: u64) {
+    counter!("audit_stream_outputs_already_published_total").increment(outputs);
 }
 
 /// Every output of a record is acknowledged and every audit record durable.

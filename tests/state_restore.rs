@@ -1,8 +1,9 @@
-//! Operator state across a crash: a service instance dies mid-run, a new one of the
-//! same group restores each partition's checkpoint, and every decision (BLOCK ones
-//! depend on exact counts) equals the offline oracle's. Both tests run on Tansu
+//! Operator state across a crash, a rebalance and a restore: a new owner of a partition
+//! restores its checkpoint, and every decision (BLOCK ones depend on exact counts)
+//! equals the offline oracle's. The crash and readiness tests run on Tansu
 //! (`AUDIT_STREAM_TEST_BROKER=mock` moves them to librdkafka's mock cluster); inputs are
-//! published one record per batch, see `support::one_record_per_batch`.
+//! published one record per batch, see `support::one_record_per_batch`. The hand-over
+//! and `exactly_once` tests run on the mock cluster, which has transactions.
 
 mod support;
 
@@ -395,4 +396,306 @@ async fn readyz_is_false_and_nothing_is_processed_while_partitions_restore() {
     assert_eq!(shared.restoring.load(Ordering::Acquire), 0);
     let _ = stop.send(true);
     service.await.expect("join").expect("stops cleanly");
+}
+
+/// Starts one service instance of `config` on `store`; `stop` ends it gracefully.
+fn start_instance(
+    config: &Config,
+    store: Arc<dyn AuditStore>,
+) -> (
+    Arc<Shared>,
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<
+        Result<audit_stream::pipeline::worker::RunStats, service::ServiceError>,
+    >,
+) {
+    let shared = Arc::new(Shared::default());
+    let (stop, shutdown) = watch::channel(false);
+    let service = tokio::spawn(service::run(
+        config.clone(),
+        Runtime {
+            store,
+            metrics: None,
+            shared: shared.clone(),
+            serve_http: false,
+        },
+        shutdown,
+    ));
+    (shared, stop, service)
+}
+
+/// Every copy of every decision on the topic, by event id, once nothing more arrives.
+fn decision_copies(config: &Config, broker: &Broker) -> BTreeMap<String, Vec<Value>> {
+    let mut copies: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for record in support::read_topics(
+        &broker.bootstrap(),
+        &[(config.topics.decisions.as_str(), 1)],
+        usize::MAX,
+        Duration::from_secs(8),
+    ) {
+        let id = record.value["event_id"].as_str().expect("id").to_string();
+        copies.entry(id).or_default().push(record.value);
+    }
+    copies
+}
+
+/// Each oracle decision is on the topic exactly once, equal to the oracle's.
+fn assert_each_decision_once(
+    expected: &BTreeMap<String, Value>,
+    copies: &BTreeMap<String, Vec<Value>>,
+) {
+    let doubled: Vec<(&String, usize)> = copies
+        .iter()
+        .filter(|(_, c)| c.len() > 1)
+        .map(|(id, c)| (id, c.len()))
+        .collect();
+    assert!(
+        doubled.is_empty(),
+        "{} decisions published more than once, e.g. {:?}",
+        doubled.len(),
+        doubled.first()
+    );
+    let missing = expected.keys().filter(|k| !copies.contains_key(*k)).count();
+    let extra = copies.keys().filter(|k| !expected.contains_key(*k)).count();
+    assert_eq!(
+        (missing, extra),
+        (0, 0),
+        "decisions missing / not in the oracle"
+    );
+    for (id, want) in expected {
+        assert_eq!(
+            &copies[id][0], want,
+            "decision {id} differs from the oracle"
+        );
+    }
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A second instance joins mid-run: the first drains its revoked partitions' records in
+/// flight, checkpoints them at their positions and commits, so the new owner replays
+/// nothing. In both delivery modes: with `exactly_once` the revoke commits the open
+/// transaction first. On librdkafka's mock cluster, which has transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_instance_replays_nothing_because_revoked_partitions_are_drained() {
+    init_logs();
+    for exactly_once in [false, true] {
+        let broker = Broker::start(true);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = config(&broker, dir.path());
+        config.kafka.exactly_once = exactly_once;
+        // Eager assignment: every partition is revoked and one input partition moves. (The
+        // sticky assignor would balance by moving only the empty execution and
+        // coordination partitions here.)
+        config.kafka.assignment_strategy = "roundrobin".into();
+        // A slow store keeps records in flight whenever the rebalance comes.
+        config.ingest.max_in_flight_records = 100;
+        let inputs = produce(&config).await;
+        let expected = oracle(&config, &inputs);
+
+        let embedded = EmbeddedStore::in_memory().expect("store");
+        let slow = Arc::new(FaultyStore::new(embedded.clone()));
+        // About 300 records a second: the group's rebalance (seconds on the mock
+        // cluster) comes mid-run.
+        slow.faults().stall_writes(Duration::from_millis(300));
+        config.kafka.transactional_id = unique("first");
+        let (first, stop_first, first_service) =
+            start_instance(&config, slow.clone() as Arc<dyn AuditStore>);
+        wait_until(
+            "the first instance is under way",
+            Duration::from_secs(60),
+            || first.snapshot().records_done >= (RECORDS / 10) as u64,
+        )
+        .await;
+        config.kafka.transactional_id = unique("second");
+        let (second, stop_second, second_service) =
+            start_instance(&config, slow.clone() as Arc<dyn AuditStore>);
+        wait_until(
+            "both instances read every record",
+            Duration::from_secs(120),
+            || {
+                let (a, b) = (first.snapshot(), second.snapshot());
+                a.records_in + b.records_in >= RECORDS as u64
+                    && a.records_done == a.records_in
+                    && b.records_done == b.records_in
+                    && b.records_in > 0
+            },
+        )
+        .await;
+        for (stop, service) in [(stop_first, first_service), (stop_second, second_service)] {
+            let _ = stop.send(true);
+            service.await.expect("join").expect("stops cleanly");
+        }
+        let (a, b) = (first.snapshot(), second.snapshot());
+        assert_eq!(
+            a.records_in + b.records_in,
+            RECORDS as u64,
+            "exactly_once = {exactly_once}: a record was processed twice (first {}, second {})",
+            a.records_in,
+            b.records_in
+        );
+        assert_each_decision_once(&expected, &decision_copies(&config, &broker));
+    }
+}
+
+/// `exactly_once`: a transaction committed outputs and offsets further than the store's
+/// checkpoint (the store saves after the commit). The next owner restores the
+/// checkpoint, replays up to the committed offset to rebuild the state, and publishes
+/// none of those outputs again. The mock cluster keeps no transactional offset commit,
+/// so the test commits the offset the transaction would have (see ARCHITECTURE.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_behind_a_committed_transaction_publishes_nothing_twice() {
+    init_logs();
+    let broker = Broker::start(true);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config(&broker, dir.path());
+    config.kafka.exactly_once = true;
+    config.kafka.transactional_id = unique("first");
+    let inputs = produce(&config).await;
+    let expected = oracle(&config, &inputs);
+    let ends: Vec<i64> = (0..PARTITIONS)
+        .map(|p| inputs.iter().filter(|r| r.partition == p).count() as i64)
+        .collect();
+
+    // The first instance runs to the end; a mid-run checkpoint of each partition is
+    // copied to a second store, as if the later saves had not happened.
+    let first_store = EmbeddedStore::in_memory().expect("store");
+    let (first, stop, service) = start_instance(
+        &config,
+        Arc::new(first_store.clone()) as Arc<dyn AuditStore>,
+    );
+    let behind = EmbeddedStore::in_memory().expect("store");
+    let mut copied = vec![None; PARTITIONS as usize];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while copied.iter().any(Option::is_none) {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint of every partition: {copied:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for p in 0..PARTITIONS {
+            if copied[p as usize].is_some() {
+                continue;
+            }
+            let checkpoint = first_store
+                .load_checkpoint(&config.kafka.group_id, &config.topics.validation, p)
+                .await
+                .expect("load");
+            if let Some(checkpoint) = checkpoint.filter(|c| c.next_offset > 0) {
+                copied[p as usize] = Some(checkpoint.next_offset);
+                behind.save_checkpoint(&checkpoint).await.expect("copy");
+            }
+        }
+    }
+    wait_until(
+        "the first instance read every record",
+        Duration::from_secs(120),
+        || {
+            let s = first.snapshot();
+            s.records_in >= RECORDS as u64 && s.records_done == s.records_in
+        },
+    )
+    .await;
+    let _ = stop.send(true);
+    service.await.expect("join").expect("stops cleanly");
+    assert!(
+        copied
+            .iter()
+            .zip(&ends)
+            .any(|(c, end)| c.is_some_and(|c| c < *end)),
+        "some copied checkpoint is behind the end: {copied:?} of {ends:?}"
+    );
+
+    // What the last transaction committed: every partition's end.
+    let committer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", &config.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        // Should its leaving go unnoticed, the group waits this long for it, not minutes.
+        .set("session.timeout.ms", "6000")
+        .set("max.poll.interval.ms", "6000")
+        .create()
+        .expect("committer");
+    // The mock cluster takes commits only from a member of the group.
+    committer
+        .subscribe(&[config.topics.validation.as_str()])
+        .expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while committer.assignment().expect("assignment").count() < PARTITIONS as usize {
+        assert!(
+            Instant::now() < deadline,
+            "the committer was never assigned"
+        );
+        let _ = committer.poll(Duration::from_millis(100));
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (p, end) in ends.iter().enumerate() {
+        tpl.add_partition_offset(&config.topics.validation, p as i32, Offset::Offset(*end))
+            .expect("offset");
+    }
+    committer
+        .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .expect("commit");
+    committer.unsubscribe();
+    drop(committer);
+
+    config.kafka.transactional_id = unique("second");
+    let (second, stop, service) =
+        start_instance(&config, Arc::new(behind.clone()) as Arc<dyn AuditStore>);
+    let replayed: u64 = copied
+        .iter()
+        .zip(&ends)
+        .map(|(c, end)| (end - c.expect("copied")) as u64)
+        .sum();
+    wait_until(
+        "the second instance replayed to the committed offsets",
+        Duration::from_secs(120),
+        || {
+            let s = second.snapshot();
+            s.records_in >= replayed && s.records_done == s.records_in
+        },
+    )
+    .await;
+    let _ = stop.send(true);
+    service.await.expect("join").expect("stops cleanly");
+    let s = second.snapshot();
+    assert_eq!(
+        s.records_in, replayed,
+        "the replay runs from each checkpoint to the end"
+    );
+    assert_eq!(s.outputs_acknowledged, 0, "nothing was published again");
+    assert_each_decision_once(&expected, &decision_copies(&config, &broker));
+    // The replay rebuilt each partition's state exactly: the final checkpoints agree.
+    for p in 0..PARTITIONS {
+        let load = |store: &EmbeddedStore| {
+            let store = store.clone();
+            let (group, topic) = (
+                config.kafka.group_id.clone(),
+                config.topics.validation.clone(),
+            );
+            async move {
+                store
+                    .load_checkpoint(&group, &topic, p)
+                    .await
+                    .expect("load")
+            }
+        };
+        let (a, b) = (load(&first_store).await, load(&behind).await);
+        let (a, b) = (a.expect("first's final"), b.expect("second's final"));
+        assert_eq!(
+            (a.next_offset, b.next_offset),
+            (ends[p as usize], ends[p as usize])
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(&a.state).expect("json"),
+            serde_json::from_slice::<Value>(&b.state).expect("json"),
+            "partition {p}: the replayed state differs"
+        );
+    }
 }

@@ -18,6 +18,7 @@ use super::dataset::{Generator, Mix, RECIPES};
 use super::BenchError;
 use crate::config::{Config, KafkaConfig, TopicsConfig};
 use crate::kafka::consumer::{self, RebalanceHook};
+use crate::kafka::ConsumerGroupMetadata;
 use crate::metrics;
 use crate::pipeline::offsets::TopicPartition;
 use crate::pipeline::worker::Shared;
@@ -150,7 +151,11 @@ impl RebalanceHook for NoCheckpoints {
     fn assigning(&self, partitions: &[TopicPartition]) -> Vec<Option<i64>> {
         vec![None; partitions.len()]
     }
-    fn revoking(&self, _partitions: &[TopicPartition]) -> Vec<(TopicPartition, i64)> {
+    fn revoking(
+        &self,
+        _partitions: &[TopicPartition],
+        _group: Option<&ConsumerGroupMetadata>,
+    ) -> Vec<(TopicPartition, i64)> {
         Vec::new()
     }
 }

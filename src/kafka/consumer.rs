@@ -25,8 +25,8 @@ use chrono::{TimeZone, Utc};
 use std::sync::Arc;
 
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
-    StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+    RebalanceProtocol, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -55,9 +55,19 @@ pub trait RebalanceHook: Send + Sync + 'static {
     /// checkpoint it was restored from, or `None`. Returns only when the partitions can
     /// be processed.
     fn assigning(&self, partitions: &[TopicPartition]) -> Vec<Option<i64>>;
+    /// A restored partition's committed offset is ahead of its checkpoint: it starts at
+    /// the checkpoint, and records below `committed` replay.
+    fn committed_ahead(&self, partition: &TopicPartition, committed: i64) {
+        let _ = (partition, committed);
+    }
     /// Partitions are about to be revoked: the offsets to commit before they move (the
-    /// `next_offset` of each one's latest durable checkpoint).
-    fn revoking(&self, partitions: &[TopicPartition]) -> Vec<(TopicPartition, i64)>;
+    /// `next_offset` of each one's latest durable checkpoint). `group` is the consumer
+    /// group's metadata, for committing offsets in a transaction.
+    fn revoking(
+        &self,
+        partitions: &[TopicPartition],
+        group: Option<&ConsumerGroupMetadata>,
+    ) -> Vec<(TopicPartition, i64)>;
 }
 
 /// Consumer context: forwards rebalances, sets start offsets on assign and commits on
@@ -140,7 +150,8 @@ impl ConsumerContext for AuditConsumerContext {
                         continue;
                     };
                     if let Some(c) = committed {
-                        tracing::warn!(topic, partition, committed = c, checkpoint, "Committed offset ahead of the checkpoint; assigning the partition at the checkpoint");
+                        tracing::info!(topic, partition, committed = c, checkpoint, "Committed offset ahead of the checkpoint; assigning the partition at the checkpoint");
+                        self.hook.committed_ahead(&(topic.clone(), *partition), c);
                     }
                     if let Err(error) =
                         tpl.set_partition_offset(topic, *partition, Offset::Offset(start))
@@ -179,7 +190,10 @@ impl ConsumerContext for AuditConsumerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             // Commit what the latest checkpoints cover before the partitions move on.
-            for ((topic, partition), next_offset) in self.hook.revoking(&partitions(tpl)) {
+            let group = consumer.group_metadata();
+            for ((topic, partition), next_offset) in
+                self.hook.revoking(&partitions(tpl), group.as_ref())
+            {
                 // librdkafka commits the stored offset + 1.
                 if let Err(error) = consumer.store_offset(&topic, partition, next_offset - 1) {
                     tracing::warn!(%error, topic, partition, "Offset not stored on revoke");
@@ -276,7 +290,10 @@ pub fn subscribe(
         .set("partition.assignment.strategy", &kafka.assignment_strategy)
         .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
         .set("auto.offset.reset", &kafka.auto_offset_reset)
-        .set("enable.auto.commit", "true")
+        // With transactions, offsets are committed only inside them.
+        .set("enable.auto.commit", (!kafka.exactly_once).to_string())
+        // Inputs written in transactions count once they are committed.
+        .set("isolation.level", "read_committed")
         .set(
             "auto.commit.interval.ms",
             kafka.commit_interval_ms.to_string(),
@@ -346,6 +363,11 @@ impl InputConsumer {
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
             Err(error) => Err(error),
         }
+    }
+
+    /// The group's metadata, for committing offsets in a transaction.
+    pub fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+        self.inner.group_metadata()
     }
 
     /// Leaves the group.

@@ -5,6 +5,7 @@ pub mod consumer;
 pub mod mock;
 pub mod producer;
 
+pub use rdkafka::consumer::ConsumerGroupMetadata;
 pub use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
 

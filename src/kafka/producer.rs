@@ -3,21 +3,32 @@
 //! Idempotent (`enable.idempotence`), `acks=all`: a retried send never duplicates or
 //! reorders within a partition. Outputs are enqueued in record order from the consumer
 //! loop; their acknowledgements are awaited elsewhere.
+//!
+//! With `kafka.exactly_once` the producer is transactional: outputs are written inside a
+//! transaction that is committed together with the input offsets they cover
+//! ([`OutputProducer::commit_transaction`]), and a new one is begun at once.
 
 use std::time::Duration;
 
+use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::util::Timeout;
 
 use crate::config::KafkaConfig;
 use crate::metrics;
+use crate::pipeline::offsets::TopicPartition;
 use crate::pipeline::Publication;
+
+/// How long a transaction call (init, send offsets, commit, abort) may take.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Producer of output events.
 #[derive(Clone)]
 pub struct OutputProducer {
     inner: FutureProducer,
+    transactional: bool,
 }
 
 impl OutputProducer {
@@ -30,7 +41,69 @@ impl OutputProducer {
             .set("compression.type", "lz4");
         Ok(OutputProducer {
             inner: config.create()?,
+            transactional: false,
         })
+    }
+
+    /// A transactional producer with `transactional_id`: fences any earlier producer
+    /// with that id (aborting its open transaction) and begins the first transaction.
+    /// Blocks for the broker's answers.
+    pub fn transactional(
+        kafka: &KafkaConfig,
+        transactional_id: &str,
+    ) -> Result<OutputProducer, KafkaError> {
+        let mut config = super::base_config(kafka);
+        config
+            .set("transactional.id", transactional_id)
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4");
+        let inner: FutureProducer = config.create()?;
+        inner.init_transactions(TRANSACTION_TIMEOUT)?;
+        inner.begin_transaction()?;
+        tracing::info!(transactional_id, "Transactional producer ready");
+        Ok(OutputProducer {
+            inner,
+            transactional: true,
+        })
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.transactional
+    }
+
+    /// Commits the open transaction with the consumer group's input `offsets` (each the
+    /// next offset to read), then begins the next one. Waits until every output of the
+    /// transaction is acknowledged, so it blocks the calling thread. An error leaves the
+    /// transaction uncommitted: the caller stops, and the next start of this
+    /// transactional id aborts it.
+    pub fn commit_transaction(
+        &self,
+        offsets: &[(TopicPartition, i64)],
+        group: &ConsumerGroupMetadata,
+    ) -> Result<(), KafkaError> {
+        if !offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, partition), next) in offsets {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+            }
+            self.inner
+                .send_offsets_to_transaction(&tpl, group, TRANSACTION_TIMEOUT)?;
+        }
+        self.inner.commit_transaction(TRANSACTION_TIMEOUT)?;
+        metrics::transaction_committed(offsets.len());
+        self.inner.begin_transaction()
+    }
+
+    /// Aborts the open transaction (on the way out after an error); its outputs are
+    /// never seen by `read_committed` consumers.
+    pub fn abort_transaction(&self) {
+        match self.inner.abort_transaction(TRANSACTION_TIMEOUT) {
+            Ok(()) => tracing::info!("Open transaction aborted"),
+            Err(error) => {
+                tracing::warn!(%error, "Abort failed; the next start of this transactional id aborts the transaction")
+            }
+        }
     }
 
     /// Enqueues one record; waits while librdkafka's local queue is full. The returned
@@ -93,6 +166,12 @@ impl OutputProducer {
                 Ok(Err((error, _message))) => error,
                 Err(_canceled) => KafkaError::Canceled,
             };
+            if self.transactional {
+                // A failed delivery makes the transaction abortable: a resend cannot go
+                // into it. The service stops; its restart replays from the last commit.
+                metrics::output_delivery_failed(role, &error);
+                return Err(error);
+            }
             if let Some((code, reason)) = self.inner.client().fatal_error() {
                 return Err(KafkaError::MessageProduction(code)).inspect_err(|_| {
                     tracing::error!(%reason, "Producer hit a fatal error");

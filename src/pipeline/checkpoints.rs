@@ -16,10 +16,12 @@
 //! save never moves a partition back).
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
 use super::offsets::TopicPartition;
+use super::PartitionState;
 use crate::chain::ChainHead;
 
 /// A partition's state at a record boundary.
@@ -31,6 +33,21 @@ pub struct Snapshot {
     pub state: Vec<u8>,
     /// The heads of the partition's hash chains in `state`, saved after the checkpoint.
     pub heads: Vec<ChainHead>,
+}
+
+impl Snapshot {
+    /// The partition's state as it is now, at `position` (taken between two records).
+    pub fn of(state: &Mutex<PartitionState>, position: i64) -> Snapshot {
+        let state = state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Snapshot {
+            next_offset: position,
+            // Plain structs with string keys: serializing cannot fail.
+            state: serde_json::to_vec(&*state).expect("operator state serializes to JSON"),
+            heads: state.chains.heads().cloned().collect(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]

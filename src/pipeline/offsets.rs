@@ -8,6 +8,9 @@
 //! first record that is not done, and deterministic ids make the replay harmless.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::Notify;
 
 /// One input partition.
 pub type TopicPartition = (String, i32);
@@ -76,6 +79,144 @@ impl OffsetTracker {
     }
 }
 
+/// Where each assigned partition stands, shared by the consumer loop (which reads and
+/// processes records), the per-record tasks (which complete them) and the rebalance
+/// callbacks (which wait for a revoked partition's records before checkpointing it).
+#[derive(Default)]
+pub struct Progress {
+    inner: Mutex<ProgressInner>,
+    /// Signalled whenever a record completes.
+    completed: Notify,
+}
+
+#[derive(Default)]
+struct ProgressInner {
+    tracker: OffsetTracker,
+    /// The next offset to process per partition.
+    positions: HashMap<TopicPartition, i64>,
+    /// With transactions: the partition's outputs below this offset are already in a
+    /// committed transaction (a restore replays them to rebuild state, unpublished).
+    published_through: HashMap<TopicPartition, i64>,
+}
+
+impl Progress {
+    fn lock(&self) -> MutexGuard<'_, ProgressInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A partition was assigned, restored at `position` when it had a checkpoint.
+    pub fn assigned(
+        &self,
+        tp: &TopicPartition,
+        position: Option<i64>,
+        published_through: Option<i64>,
+    ) {
+        let mut inner = self.lock();
+        match position {
+            Some(position) => inner.positions.insert(tp.clone(), position),
+            None => inner.positions.remove(tp),
+        };
+        match published_through {
+            Some(offset) => inner.published_through.insert(tp.clone(), offset),
+            None => inner.published_through.remove(tp),
+        };
+    }
+
+    /// A record was read. Returns false, and tracks nothing, for a record below the
+    /// partition's position: the client handed it out again, or a restored checkpoint
+    /// already covers it; processing it twice would count its failures twice.
+    pub fn start(&self, tp: &TopicPartition, offset: i64) -> bool {
+        let mut inner = self.lock();
+        if inner.positions.get(tp).is_some_and(|&next| offset < next) {
+            return false;
+        }
+        inner.positions.insert(tp.clone(), offset + 1);
+        inner.tracker.track(tp, offset);
+        true
+    }
+
+    /// A record is done. When the partition's watermark moves (see
+    /// [`OffsetTracker::complete`]), `moved` runs with it, still under this lock, so
+    /// that watermarks are reported in order and never for a revoked partition.
+    pub fn complete(&self, tp: &TopicPartition, offset: i64, moved: impl FnOnce(i64)) {
+        {
+            let mut inner = self.lock();
+            if let Some(watermark) = inner.tracker.complete(tp, offset) {
+                moved(watermark);
+            }
+        }
+        self.completed.notify_waiters();
+    }
+
+    /// Whether the outputs of the record at `offset` are to be published (false for
+    /// records a committed transaction already published).
+    pub fn publishes(&self, tp: &TopicPartition, offset: i64) -> bool {
+        self.lock()
+            .published_through
+            .get(tp)
+            .is_none_or(|&through| offset >= through)
+    }
+
+    /// Records read and not yet done, over all partitions.
+    pub fn in_flight(&self) -> usize {
+        self.lock().tracker.in_flight()
+    }
+
+    /// The next offset to process of `tp`, once it has a position.
+    pub fn position(&self, tp: &TopicPartition) -> Option<i64> {
+        self.lock().positions.get(tp).copied()
+    }
+
+    /// The input offsets a transaction commits: each partition's position, except where
+    /// it is still below what an earlier transaction committed (a commit never moves an
+    /// offset back).
+    pub fn transaction_offsets(&self) -> Vec<(TopicPartition, i64)> {
+        let inner = self.lock();
+        let mut offsets: Vec<(TopicPartition, i64)> = inner
+            .positions
+            .iter()
+            .filter(|(tp, &position)| {
+                inner
+                    .published_through
+                    .get(*tp)
+                    .is_none_or(|&through| position >= through)
+            })
+            .map(|(tp, &position)| (tp.clone(), position))
+            .collect();
+        offsets.sort();
+        offsets
+    }
+
+    /// Waits until no record of `partitions` is in flight.
+    pub async fn drained(&self, partitions: &[TopicPartition]) {
+        loop {
+            let completed = self.completed.notified();
+            tokio::pin!(completed);
+            completed.as_mut().enable();
+            {
+                let inner = self.lock();
+                if partitions
+                    .iter()
+                    .all(|tp| inner.tracker.in_flight_of(tp) == 0)
+                {
+                    return;
+                }
+            }
+            completed.await;
+        }
+    }
+
+    /// The partition is gone: forget it.
+    pub fn revoke(&self, tp: &TopicPartition) {
+        let mut inner = self.lock();
+        inner.tracker.revoke(tp);
+        inner.positions.remove(tp);
+        inner.published_through.remove(tp);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +256,70 @@ mod tests {
         assert_eq!(t.complete(&tp(), 6), None);
         assert_eq!(t.complete(&tp(), 6), None);
         assert_eq!(t.in_flight(), 1);
+    }
+
+    #[tokio::test]
+    async fn progress_skips_covered_records_and_waits_for_a_partition_to_drain() {
+        let progress = std::sync::Arc::new(Progress::default());
+        progress.assigned(&tp(), Some(10), None);
+        assert!(
+            !progress.start(&tp(), 9),
+            "covered by the restored checkpoint"
+        );
+        assert!(progress.start(&tp(), 10));
+        assert!(progress.start(&tp(), 11));
+        assert!(!progress.start(&tp(), 11), "handed out again");
+        assert_eq!(progress.position(&tp()), Some(12));
+        let other = ("in".to_string(), 1);
+        assert!(progress.start(&other, 0));
+
+        let waiter = tokio::spawn({
+            let progress = progress.clone();
+            async move { progress.drained(&[tp()]).await }
+        });
+        tokio::task::yield_now().await;
+        let mut moved = Vec::new();
+        progress.complete(&tp(), 11, |w| moved.push(w));
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "record 10 is still in flight");
+        progress.complete(&tp(), 10, |w| moved.push(w));
+        assert_eq!(
+            moved,
+            vec![11],
+            "the watermark moves over 10 and 11 at once"
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("drained once the partition's records are done")
+            .unwrap();
+        assert_eq!(
+            progress.in_flight(),
+            1,
+            "the other partition is not waited for"
+        );
+    }
+
+    #[test]
+    fn transactions_never_commit_an_offset_below_a_committed_one() {
+        let progress = Progress::default();
+        let other = ("in".to_string(), 1);
+        progress.assigned(&tp(), Some(100), Some(140));
+        progress.assigned(&other, Some(5), None);
+        assert!(!progress.publishes(&tp(), 100));
+        assert!(progress.start(&tp(), 100));
+        assert_eq!(
+            progress.transaction_offsets(),
+            vec![(other.clone(), 5)],
+            "partition 0 replays below what a transaction committed"
+        );
+        for offset in 101..140 {
+            assert!(progress.start(&tp(), offset));
+        }
+        assert!(progress.publishes(&tp(), 140));
+        assert_eq!(
+            progress.transaction_offsets(),
+            vec![(tp(), 140), (other, 5)]
+        );
     }
 
     proptest! {

@@ -12,9 +12,13 @@
 //! blocks only its own worker thread (`block_in_place`), so `/readyz` and the sink go
 //! on meanwhile.
 //!
-//! On revoke the latest snapshot whose records are all done is saved (waiting at most
-//! [`REVOKE_SAVE_TIMEOUT`], so a slow store cannot hold the group's rebalance up) and
-//! its offset is committed before the partition moves.
+//! On revoke the partition's in-flight records are drained, its state is snapshotted at
+//! its position and saved, and that offset is committed before the partition moves; all
+//! of it within [`REVOKE_SAVE_TIMEOUT`], so a slow store cannot hold the group's
+//! rebalance up (past it, the latest snapshot whose records are all done is what is
+//! saved, and the next owner replays the rest). With transactions the open transaction
+//! is committed first, with every assigned partition's position: it holds the outputs
+//! of all of them.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,10 +31,12 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::mpsc;
 
 use super::checkpoints::{Schedule, Snapshot};
-use super::offsets::TopicPartition;
-use super::worker::Shared;
+use super::offsets::{Progress, TopicPartition};
+use super::worker::{PipelineError, Shared};
 use super::PartitionState;
 use crate::kafka::consumer::RebalanceHook;
+use crate::kafka::producer::OutputProducer;
+use crate::kafka::{ConsumerGroupMetadata, KafkaError};
 use crate::metrics;
 use crate::store::{AuditStore, Checkpoint, RetryPolicy, StoreError};
 
@@ -38,6 +44,10 @@ use crate::store::{AuditStore, Checkpoint, RetryPolicy, StoreError};
 pub struct Restored {
     pub next_offset: i64,
     pub state: PartitionState,
+    /// With transactions: the offset a committed transaction holds the partition's
+    /// outputs up to, when it is ahead of the checkpoint. The records between replay
+    /// to rebuild the state without publishing their outputs again.
+    pub published_through: Option<i64>,
 }
 
 /// The outcome of one checkpoint save, reported back to the consumer loop.
@@ -125,13 +135,17 @@ pub struct Restorer {
     saver: Saver,
     shared: Arc<Shared>,
     schedule: Arc<Mutex<Schedule>>,
+    progress: Arc<Progress>,
+    /// The transactional output producer (`kafka.exactly_once`).
+    transactions: Option<OutputProducer>,
     retry: RetryPolicy,
     /// Loaded in the rebalance callback, taken by the consumer loop when it applies the
     /// assignment (before it processes any record of the partition).
     restored: Mutex<HashMap<TopicPartition, Restored>>,
-    /// A permanent store error met while restoring: the consumer loop stops the service
-    /// with it before processing another record.
-    fatal: Mutex<Option<StoreError>>,
+    /// A permanent store error met while restoring, or a transaction that failed to
+    /// commit on revoke: the consumer loop stops the service with it before processing
+    /// another record.
+    fatal: Mutex<Option<PipelineError>>,
 }
 
 impl Restorer {
@@ -139,20 +153,24 @@ impl Restorer {
         saver: Saver,
         shared: Arc<Shared>,
         schedule: Arc<Mutex<Schedule>>,
+        progress: Arc<Progress>,
+        transactions: Option<OutputProducer>,
         retry: RetryPolicy,
     ) -> Restorer {
         Restorer {
             saver,
             shared,
             schedule,
+            progress,
+            transactions,
             retry,
             restored: Mutex::new(HashMap::new()),
             fatal: Mutex::new(None),
         }
     }
 
-    /// The permanent store error met while restoring, if any (taken: the loop stops on it).
-    pub fn fatal(&self) -> Option<StoreError> {
+    /// The error the service must stop with, if any (taken: the loop stops on it).
+    pub fn fatal(&self) -> Option<PipelineError> {
         lock(&self.fatal).take()
     }
 
@@ -176,7 +194,7 @@ impl Restorer {
                 Ok(checkpoint) => return checkpoint,
                 Err(error) if !error.is_retryable() => {
                     metrics::store_failed_permanently(&error);
-                    *lock(&self.fatal) = Some(error);
+                    *lock(&self.fatal) = Some(PipelineError::Store(error));
                     return None;
                 }
                 Err(error) => {
@@ -204,6 +222,7 @@ impl Restorer {
             Restored {
                 next_offset: checkpoint.next_offset,
                 state,
+                published_through: None,
             },
         );
         metrics::partition_restored(&tp.0, tp.1, checkpoint.next_offset);
@@ -227,7 +246,81 @@ impl RebalanceHook for Restorer {
             .collect()
     }
 
-    fn revoking(&self, partitions: &[TopicPartition]) -> Vec<(TopicPartition, i64)> {
+    fn committed_ahead(&self, tp: &TopicPartition, committed: i64) {
+        if self.transactions.is_none() {
+            // Commits follow checkpoints in this mode: the offsets were committed by
+            // another release or mode, or the checkpoint was lost. Everything from the
+            // checkpoint on replays, outputs included.
+            tracing::warn!(topic = %tp.0, partition = tp.1, committed, "Committed offset ahead of the checkpoint; replaying from the checkpoint");
+            return;
+        }
+        if let Some(restored) = lock(&self.restored).get_mut(tp) {
+            tracing::info!(topic = %tp.0, partition = tp.1, from = restored.next_offset, to = committed, "Replaying records whose outputs a committed transaction holds; they are not published again");
+            restored.published_through = Some(committed);
+        }
+    }
+
+    fn revoking(
+        &self,
+        partitions: &[TopicPartition],
+        group: Option<&ConsumerGroupMetadata>,
+    ) -> Vec<(TopicPartition, i64)> {
+        let deadline = tokio::time::Instant::now() + REVOKE_SAVE_TIMEOUT;
+        // The open transaction holds outputs of every assigned partition: it is committed
+        // with all their positions before any revoked partition's state is checkpointed,
+        // so that a checkpoint never covers an output that is not committed.
+        let committed = match &self.transactions {
+            None => true,
+            Some(producer) => {
+                let offsets = self.progress.transaction_offsets();
+                let result = match group {
+                    Some(group) => blocking(&self.saver.handle, || {
+                        producer.commit_transaction(&offsets, group)
+                    }),
+                    None => Err(KafkaError::Subscription(
+                        "no consumer group metadata to commit the transaction with".into(),
+                    )),
+                };
+                match result {
+                    Ok(()) => true,
+                    Err(error) => {
+                        tracing::error!(%error, "Transaction commit on revoke failed; stopping, the restart replays from the last commit");
+                        *lock(&self.fatal) = Some(PipelineError::Kafka(error));
+                        false
+                    }
+                }
+            }
+        };
+        // Drain: wait for the revoked partitions' records in flight, so that the state at
+        // each one's position can be checkpointed.
+        let drained = block_on(
+            &self.saver.handle,
+            tokio::time::timeout_at(deadline, self.progress.drained(partitions)),
+        );
+        if drained.is_err() {
+            tracing::warn!(partitions = ?partitions, "Revoked partitions' records not done in time; the next owner replays those after the last checkpoint");
+        }
+        if committed {
+            // Positions first: a completing record takes the progress lock, then the
+            // schedule's.
+            let positions: Vec<(&TopicPartition, i64)> = partitions
+                .iter()
+                .filter_map(|tp| Some((tp, self.progress.position(tp)?)))
+                .collect();
+            let states = self
+                .shared
+                .partitions
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut schedule = lock(&self.schedule);
+            for (tp, position) in positions {
+                if let Some(state) = states.get(tp) {
+                    if schedule.wants_snapshot(tp, position) {
+                        schedule.hold(tp, Snapshot::of(state, position));
+                    }
+                }
+            }
+        }
         // Only a snapshot whose records are all done is saved; what is still in flight is
         // processed again by the next owner.
         let revoked: Vec<(TopicPartition, Option<i64>, Option<Snapshot>)> = {
@@ -238,8 +331,8 @@ impl RebalanceHook for Restorer {
                 .collect()
         };
         let mut commits = Vec::new();
-        let deadline = tokio::time::Instant::now() + REVOKE_SAVE_TIMEOUT;
         for (tp, durable, snapshot) in revoked {
+            self.progress.revoke(&tp);
             let mut offset = durable;
             if let Some(snapshot) = snapshot {
                 let save = tokio::time::timeout_at(deadline, self.saver.save(&tp, &snapshot));
@@ -256,18 +349,32 @@ impl RebalanceHook for Restorer {
                 commits.push((tp, offset));
             }
         }
+        if self.transactions.is_some() {
+            // The offsets went into the transaction; committing a checkpoint's offset
+            // outside it would move the group's position back.
+            commits.clear();
+        }
         commits
     }
 }
 
-/// How long a revoke waits for the store to save the revoked partitions' last
-/// checkpoints, all together.
+/// How long a revoke waits for the revoked partitions' records in flight and for the
+/// store to save their last checkpoints, all together.
 pub const REVOKE_SAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Runs blocking `work` from synchronous code running on the runtime (the client's
+/// callbacks), letting the runtime's other tasks move to other threads meanwhile.
+fn blocking<T>(handle: &Handle, work: impl FnOnce() -> T) -> T {
+    match handle.runtime_flavor() {
+        RuntimeFlavor::CurrentThread => work(),
+        _ => tokio::task::block_in_place(work),
+    }
 }
 
 /// Runs `future` to completion from synchronous code running on the runtime (the

@@ -3,7 +3,9 @@
 //!
 //! Concurrency: one task reads and processes records in partition order (processing is
 //! microseconds of CPU per record, cheaper than any hand-off). What is slow (broker
-//! acknowledgements, store writes) is awaited in a bounded set of per-record futures.
+//! acknowledgements, store writes) is awaited in a bounded set of per-record tasks,
+//! which complete on their own: a revoke can wait for a partition's records to be done
+//! while the consumer loop is inside the rebalance callback.
 //!
 //! Backpressure: at `ingest.max_in_flight_records` the loop stops pulling records and
 //! only waits for completions. The client keeps heartbeating, its prefetch stays
@@ -22,6 +24,13 @@
 //! of the latest checkpoint (a new owner resumes there without seeking backwards) and,
 //! as a checkpoint covers only done records (see [`super::offsets`]), never passes a
 //! record whose audit records are not durable.
+//!
+//! With `kafka.exactly_once`, outputs go into a transaction, committed every
+//! `checkpoint.interval_ms` with every partition's position as its input offsets, and
+//! snapshots are taken only right after such a commit, at the committed positions. A
+//! checkpoint then never covers an output that is not committed, while the committed
+//! offset may be ahead of the checkpoint (the store saves later): a restore replays from
+//! the checkpoint and publishes nothing below the committed offset again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -37,7 +46,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::checkpoints::{Schedule, Snapshot};
 use super::dead_letter_rate::DeadLetterRate;
-use super::offsets::{OffsetTracker, TopicPartition};
+use super::offsets::{Progress, TopicPartition};
 use super::restore::{Restorer, SaveOutcome, Saver};
 use super::sink::{Sink, SinkClosed};
 use super::{Operator, Output, PartitionState};
@@ -60,6 +69,8 @@ pub enum PipelineError {
     Sink(#[from] SinkClosed),
     #[error("store: {0}")]
     Store(StoreError),
+    #[error("record task: {0}")]
+    Task(String),
 }
 
 /// Counts of one run, for the demo summary and tests.
@@ -114,6 +125,28 @@ struct Done {
 
 type InFlight = FuturesUnordered<BoxFuture<'static, Result<Done, PipelineError>>>;
 
+/// What happens when a record is done, wherever that is (its task, or the loop for a
+/// record without outputs): the watermark moves, and a snapshot it covers is saved.
+#[derive(Clone)]
+struct Completion {
+    progress: Arc<Progress>,
+    schedule: Arc<Mutex<Schedule>>,
+    saver: Saver,
+}
+
+impl Completion {
+    fn complete(&self, tp: &TopicPartition, offset: i64) {
+        self.progress.complete(tp, offset, |watermark| {
+            // The offset itself is stored once a checkpoint covering it is durable.
+            let mut schedule = lock(&self.schedule);
+            schedule.advance(tp, watermark);
+            if let Some(snapshot) = schedule.take_save(tp) {
+                self.saver.spawn(tp.clone(), snapshot);
+            }
+        });
+    }
+}
+
 /// The live pipeline of one service instance.
 pub struct Worker {
     config: Config,
@@ -122,12 +155,11 @@ pub struct Worker {
     sink: Sink,
     recipes: watch::Receiver<Arc<Recipes>>,
     shared: Arc<Shared>,
-    tracker: OffsetTracker,
-    /// Next offset to process per partition. The client may hand out a record again
+    /// Read, done and published positions. The client may hand out a record again
     /// (after a pause and resume, or a fetch that starts before the requested offset),
     /// and a restored partition may start at a committed offset below its checkpoint;
     /// processing such a record twice would count its failures twice, so it is skipped.
-    positions: HashMap<TopicPartition, i64>,
+    progress: Arc<Progress>,
     /// Whether the in-flight bound holds records up; for the log only.
     held: bool,
     store: Arc<dyn AuditStore>,
@@ -146,8 +178,14 @@ impl Worker {
         shared: Arc<Shared>,
         store: Arc<dyn AuditStore>,
     ) -> Result<Worker, KafkaError> {
+        let producer = if config.kafka.exactly_once {
+            let id = config.kafka.transactional_id();
+            tokio::task::block_in_place(|| OutputProducer::transactional(&config.kafka, &id))?
+        } else {
+            OutputProducer::new(&config.kafka)?
+        };
         Ok(Worker {
-            producer: OutputProducer::new(&config.kafka)?,
+            producer,
             dead_letter_rate: DeadLetterRate::new(
                 config.ingest.dead_letter_alert_ratio,
                 Duration::from_secs(config.ingest.dead_letter_window_secs),
@@ -157,8 +195,7 @@ impl Worker {
             sink,
             recipes,
             shared,
-            tracker: OffsetTracker::new(),
-            positions: HashMap::new(),
+            progress: Arc::new(Progress::default()),
             held: false,
             store,
             schedule: Arc::new(Mutex::new(Schedule::new())),
@@ -179,10 +216,13 @@ impl Worker {
         ];
         let (saver, mut outcomes) =
             Saver::new(self.store.clone(), self.config.kafka.group_id.clone());
+        let transactional = self.producer.is_transactional();
         let restorer = Arc::new(Restorer::new(
             saver.clone(),
             self.shared.clone(),
             self.schedule.clone(),
+            self.progress.clone(),
+            transactional.then(|| self.producer.clone()),
             RetryPolicy {
                 initial: Duration::from_millis(self.config.store.retry_initial_ms),
                 max: Duration::from_millis(self.config.store.retry_max_ms),
@@ -191,6 +231,11 @@ impl Worker {
         ));
         let (consumer, mut assignments) =
             consumer::subscribe(&self.config.kafka, &inputs, restorer.clone())?;
+        let completion = Completion {
+            progress: self.progress.clone(),
+            schedule: self.schedule.clone(),
+            saver: saver.clone(),
+        };
         let mut in_flight = InFlight::new();
         let mut tick =
             tokio::time::interval(Duration::from_millis(self.config.checkpoint.interval_ms));
@@ -203,23 +248,29 @@ impl Worker {
                 biased;
                 _ = shutdown.changed() => {}
                 Some(done) = in_flight.next() => match done {
-                    Ok(done) => self.finish(&saver, done),
+                    Ok(done) => self.finish(done),
                     Err(error) => break Err(error),
                 },
                 Some(outcome) = outcomes.recv() => self.saved(&consumer, outcome),
                 _ = tick.tick() => {
                     self.apply_assignments(&mut assignments, &restorer);
+                    if transactional {
+                        // Snapshots follow the commit, at the positions it committed.
+                        if let Err(error) = self.commit_transaction(&consumer) {
+                            break Err(error);
+                        }
+                    }
                     self.checkpoint(&saver);
                     self.dead_letter_rate.refresh(std::time::Instant::now());
                 }
-                message = consumer.recv(), if self.tracker.in_flight() < self.config.ingest.max_in_flight_records => {
+                message = consumer.recv(), if self.progress.in_flight() < self.config.ingest.max_in_flight_records => {
                     self.apply_assignments(&mut assignments, &restorer);
                     if let Some(error) = restorer.fatal() {
-                        break Err(PipelineError::Store(error));
+                        break Err(error);
                     }
                     match message {
                         Ok(record) => {
-                            if let Err(error) = self.handle(&saver, record, &mut in_flight).await {
+                            if let Err(error) = self.handle(&completion, record, &mut in_flight).await {
                                 break Err(error);
                             }
                         }
@@ -232,7 +283,7 @@ impl Worker {
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
             while let Some(done) = in_flight.next().await {
                 match done {
-                    Ok(done) => self.finish(&saver, done),
+                    Ok(done) => self.finish(done),
                     Err(error) => return Err(error),
                 }
             }
@@ -241,18 +292,37 @@ impl Worker {
         .await;
         if drained.is_err() {
             tracing::warn!(
-                in_flight = self.tracker.in_flight(),
+                in_flight = self.progress.in_flight(),
                 "Shutdown drain timed out; those records are replayed by the next owner"
             );
         }
         self.apply_assignments(&mut assignments, &restorer);
+        // With transactions, what is in the open transaction is committed only after a
+        // clean run and drain; otherwise it is aborted and the restart replays it.
+        let committed = if !transactional {
+            true
+        } else if result.is_ok() && matches!(drained, Ok(Ok(()))) {
+            match self.commit_transaction(&consumer) {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::error!(%error, "Final transaction commit failed; the restart replays from the last commit");
+                    false
+                }
+            }
+        } else {
+            self.producer.abort_transaction();
+            false
+        };
         // Saves that finished meanwhile have their offsets stored before the final commit.
         while let Ok(outcome) = outcomes.try_recv() {
             self.saved(&consumer, outcome);
         }
-        self.save_final_checkpoints(&consumer, &saver).await;
-        consumer.commit_stored()?;
-        self.producer.flush(Duration::from_secs(5))?;
+        self.save_final_checkpoints(&consumer, &saver, committed)
+            .await;
+        if !transactional {
+            consumer.commit_stored()?;
+            self.producer.flush(Duration::from_secs(5))?;
+        }
         consumer.unsubscribe();
         result?;
         if let Ok(Err(error)) = drained {
@@ -280,10 +350,15 @@ impl Worker {
                         // checkpoint and its offset are the one truth on assignment.
                         match restorer.take(&tp) {
                             Some(restored) => {
-                                self.positions.insert(tp.clone(), restored.next_offset);
+                                self.progress.assigned(
+                                    &tp,
+                                    Some(restored.next_offset),
+                                    restored.published_through,
+                                );
                                 partitions.insert(tp, Arc::new(Mutex::new(restored.state)));
                             }
                             None => {
+                                self.progress.assigned(&tp, None, None);
                                 partitions.entry(tp).or_insert_with(|| {
                                     Arc::new(Mutex::new(PartitionState::new(&recipes)))
                                 });
@@ -295,8 +370,7 @@ impl Worker {
                 Assignment::Revoked(tps) => {
                     for tp in tps {
                         partitions.remove(&tp);
-                        self.tracker.revoke(&tp);
-                        self.positions.remove(&tp);
+                        self.progress.revoke(&tp);
                     }
                 }
             }
@@ -307,21 +381,13 @@ impl Worker {
     /// whose records are all done. Runs between two records, so each partition's state
     /// covers exactly the records below its position.
     fn checkpoint(&mut self, saver: &Saver) {
-        let partitions: Vec<(TopicPartition, Arc<Mutex<PartitionState>>)> = self
-            .shared
-            .partitions
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .iter()
-            .map(|(tp, state)| (tp.clone(), state.clone()))
-            .collect();
+        // Positions before the schedule: a completing record takes the progress lock,
+        // then the schedule's.
+        let positioned = self.positioned();
         let mut schedule = lock(&self.schedule);
-        for (tp, state) in partitions {
-            let Some(&position) = self.positions.get(&tp) else {
-                continue;
-            };
+        for (tp, state, position) in positioned {
             if schedule.wants_snapshot(&tp, position) {
-                schedule.hold(&tp, snapshot(&state, position));
+                schedule.hold(&tp, Snapshot::of(&state, position));
             }
         }
         for tp in schedule.due() {
@@ -334,6 +400,32 @@ impl Worker {
         }
     }
 
+    /// Every assigned partition that has a position, with its state and position.
+    fn positioned(&self) -> Vec<(TopicPartition, Arc<Mutex<PartitionState>>, i64)> {
+        self.shared
+            .partitions
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .filter_map(|(tp, state)| {
+                let position = self.progress.position(tp)?;
+                Some((tp.clone(), state.clone(), position))
+            })
+            .collect()
+    }
+
+    /// Commits the open transaction with every partition's position (`exactly_once`).
+    fn commit_transaction(&self, consumer: &InputConsumer) -> Result<(), PipelineError> {
+        let group = consumer.group_metadata().ok_or_else(|| {
+            KafkaError::Subscription(
+                "no consumer group metadata to commit the transaction with".into(),
+            )
+        })?;
+        let offsets = self.progress.transaction_offsets();
+        tokio::task::block_in_place(|| self.producer.commit_transaction(&offsets, &group))?;
+        Ok(())
+    }
+
     fn saved(&mut self, consumer: &InputConsumer, outcome: SaveOutcome) {
         let mut schedule = lock(&self.schedule);
         let (topic, partition) = (&outcome.tp.0, outcome.tp.1);
@@ -341,7 +433,9 @@ impl Worker {
             Ok(()) => {
                 metrics::checkpoint_saved(topic, partition, outcome.snapshot.next_offset);
                 schedule.saved(&outcome.tp, outcome.snapshot.next_offset, outcome.saved_at);
-                store_checkpointed(consumer, &outcome.tp, outcome.snapshot.next_offset);
+                if !self.producer.is_transactional() {
+                    store_checkpointed(consumer, &outcome.tp, outcome.snapshot.next_offset);
+                }
             }
             Err(error) => {
                 metrics::checkpoint_save_failed(topic, partition, &error);
@@ -350,26 +444,23 @@ impl Worker {
         }
     }
 
-    /// At shutdown, after the drain: the state at each partition's position, saved if
+    /// At shutdown, after the drain: the state at each partition's position (when
+    /// `current`: with transactions, only when the final commit covered it), saved if
     /// every record below it is done (else the latest snapshot that is covered), and its
     /// offset stored for the final commit.
-    async fn save_final_checkpoints(&mut self, consumer: &InputConsumer, saver: &Saver) {
-        let partitions: Vec<(TopicPartition, Arc<Mutex<PartitionState>>)> = self
-            .shared
-            .partitions
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .iter()
-            .map(|(tp, state)| (tp.clone(), state.clone()))
-            .collect();
+    async fn save_final_checkpoints(
+        &mut self,
+        consumer: &InputConsumer,
+        saver: &Saver,
+        current: bool,
+    ) {
         let mut finals = Vec::new();
         {
+            let positioned = self.positioned();
             let mut schedule = lock(&self.schedule);
-            for (tp, state) in partitions {
-                if let Some(&position) = self.positions.get(&tp) {
-                    if schedule.wants_snapshot(&tp, position) {
-                        schedule.hold(&tp, snapshot(&state, position));
-                    }
+            for (tp, state, position) in positioned {
+                if current && schedule.wants_snapshot(&tp, position) {
+                    schedule.hold(&tp, Snapshot::of(&state, position));
                 }
                 if let Some(snapshot) = schedule.revoke(&tp) {
                     finals.push((tp, snapshot));
@@ -380,7 +471,10 @@ impl Worker {
             let saved =
                 tokio::time::timeout(Duration::from_secs(10), saver.save(&tp, &snapshot)).await;
             match saved {
-                Ok(Ok(())) => store_checkpointed(consumer, &tp, snapshot.next_offset),
+                Ok(Ok(())) if !self.producer.is_transactional() => {
+                    store_checkpointed(consumer, &tp, snapshot.next_offset)
+                }
+                Ok(Ok(())) => {}
                 Ok(Err(error)) => metrics::checkpoint_save_failed(&tp.0, tp.1, &error),
                 Err(_) => {
                     tracing::warn!(topic = %tp.0, partition = tp.1, "Final checkpoint save timed out; the next owner replays from the last one")
@@ -391,19 +485,14 @@ impl Worker {
 
     async fn handle(
         &mut self,
-        saver: &Saver,
+        completion: &Completion,
         record: Record,
         in_flight: &mut InFlight,
     ) -> Result<(), PipelineError> {
         let tp: TopicPartition = (record.topic.clone(), record.partition);
-        match self.positions.get(&tp) {
-            Some(&next) if record.offset < next => {
-                metrics::record_redelivered(&tp.0, tp.1, record.offset);
-                return Ok(());
-            }
-            _ => {
-                self.positions.insert(tp.clone(), record.offset + 1);
-            }
+        if !self.progress.start(&tp, record.offset) {
+            metrics::record_redelivered(&tp.0, tp.1, record.offset);
+            return Ok(());
         }
         let recipes = self.recipes.borrow_and_update().clone();
         let state = {
@@ -429,7 +518,6 @@ impl Worker {
             (outputs, audit_records)
         };
         self.count(&record, &outputs);
-        self.tracker.track(&tp, record.offset);
 
         let durable = audit_records.len() as u64;
         let stored = if audit_records.is_empty() {
@@ -437,12 +525,21 @@ impl Worker {
         } else {
             Some(self.sink.submit(audit_records).await?)
         };
+        let publish = self.progress.publishes(&tp, record.offset);
         let mut sends = Vec::new();
+        let mut already_published = 0;
         for output in &outputs {
             if let Some(publication) = output.publication(self.operator.topics()) {
+                if !publish {
+                    already_published += 1;
+                    continue;
+                }
                 let delivery = self.producer.enqueue_publication(&publication).await?;
                 sends.push((publication, output_role(output), delivery));
             }
+        }
+        if already_published > 0 {
+            metrics::outputs_already_published(already_published);
         }
         let done = Done {
             tp,
@@ -452,19 +549,25 @@ impl Worker {
             durable,
         };
         if stored.is_none() && sends.is_empty() {
-            self.finish(saver, done);
+            completion.complete(&done.tp, done.offset);
+            self.finish(done);
         } else {
             let producer = self.producer.clone();
-            in_flight.push(
-                async move {
-                    if let Some(stored) = stored {
-                        stored.await.map_err(|_| SinkClosed)?;
-                    }
-                    for (publication, role, delivery) in sends {
-                        producer.deliver(&publication, role, delivery).await?;
-                    }
-                    Ok(done)
+            let completion = completion.clone();
+            let task = tokio::spawn(async move {
+                if let Some(stored) = stored {
+                    stored.await.map_err(|_| SinkClosed)?;
                 }
+                for (publication, role, delivery) in sends {
+                    producer.deliver(&publication, role, delivery).await?;
+                }
+                completion.complete(&done.tp, done.offset);
+                Ok(done)
+            });
+            in_flight.push(
+                task.map(|joined| {
+                    joined.unwrap_or_else(|error| Err(PipelineError::Task(error.to_string())))
+                })
                 .boxed(),
             );
         }
@@ -472,7 +575,7 @@ impl Worker {
         Ok(())
     }
 
-    fn finish(&mut self, saver: &Saver, done: Done) {
+    fn finish(&mut self, done: Done) {
         metrics::record_done(
             done.timestamp
                 .and_then(|ts| (Utc::now() - ts).to_std().ok()),
@@ -483,23 +586,16 @@ impl Worker {
             stats.outputs_acknowledged += done.acknowledged;
             stats.audit_records_durable += done.durable;
         }
-        if let Some(watermark) = self.tracker.complete(&done.tp, done.offset) {
-            // The offset itself is stored once a checkpoint covering it is durable.
-            let mut schedule = lock(&self.schedule);
-            schedule.advance(&done.tp, watermark);
-            if let Some(snapshot) = schedule.take_save(&done.tp) {
-                saver.spawn(done.tp.clone(), snapshot);
-            }
-        }
         self.note_backpressure();
     }
 
     /// Logs when the in-flight bound starts and stops holding consumption up.
     fn note_backpressure(&mut self) {
-        let held = self.tracker.in_flight() >= self.config.ingest.max_in_flight_records;
+        let in_flight = self.progress.in_flight();
+        let held = in_flight >= self.config.ingest.max_in_flight_records;
         if held != self.held {
             self.held = held;
-            metrics::backpressure(held, self.tracker.in_flight());
+            metrics::backpressure(held, in_flight);
         }
     }
 
@@ -565,17 +661,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The partition's state as JSON, for a checkpoint at `position`.
-fn snapshot(state: &Mutex<PartitionState>, position: i64) -> Snapshot {
-    let state = lock(state);
-    Snapshot {
-        next_offset: position,
-        // Plain structs with string keys: serializing cannot fail.
-        state: serde_json::to_vec(&*state).expect("operator state serializes to JSON"),
-        heads: state.chains.heads().cloned().collect(),
-    }
 }
 
 fn output_role(output: &Output) -> &'static str {
