@@ -8,7 +8,9 @@
 //! records). When partitions are revoked, the pipeline saves their latest covered
 //! checkpoint and the offsets are committed synchronously inside the rebalance callback,
 //! before the partitions move. Rebalance events are forwarded to the consumer loop,
-//! which drops the state of revoked partitions before reading on.
+//! which drops the state of revoked partitions before reading on. With
+//! `kafka.exactly_once`, auto-commit is off: offsets are committed only inside the
+//! producer's transactions, and the revoke hook commits the open one.
 //!
 //! An assigned partition with a checkpoint starts at its committed offset, which is the
 //! checkpoint's offset or, after a crash between a checkpoint save and the next commit,
