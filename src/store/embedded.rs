@@ -43,6 +43,8 @@ use crate::gate::RolloutStatus;
 /// How long a call waits for another connection's lock (another process on the same
 /// file) before it fails as [`StoreError::Unavailable`] and the caller backs off.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an open that finds the file busy is tried again.
+const OPEN_RETRY_FOR: Duration = Duration::from_secs(30);
 
 /// A numbered schema change. Applied in order, each in its own transaction together with
 /// the new `user_version`, so a crash mid-migration leaves the previous version intact.
@@ -204,6 +206,24 @@ impl EmbeddedStore {
     /// Opens (creating if needed) the database file at `path` and brings its schema up
     /// to date. Blocking: call it at startup, before serving.
     pub fn open(path: &Path) -> Result<EmbeddedStore, StoreError> {
+        // Processes opening one file together (instances started at once) can meet
+        // SQLITE_BUSY where SQLite does not wait on its busy handler (switching to the
+        // write-ahead log, recovering it): such an open is tried again for a while.
+        let deadline = std::time::Instant::now() + OPEN_RETRY_FOR;
+        let mut delay = Duration::from_millis(20);
+        loop {
+            match EmbeddedStore::open_once(path) {
+                Err(error) if error.is_retryable() && std::time::Instant::now() < deadline => {
+                    tracing::info!(%error, path = %path.display(), "Embedded store busy at open; trying again");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_millis(500));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<EmbeddedStore, StoreError> {
         let conn = Connection::open(path).map_err(|e| {
             StoreError::Permanent(format!(
                 "cannot open embedded store {}: {e}",
@@ -1144,6 +1164,29 @@ mod tests {
         drop(EmbeddedStore::open(&path).unwrap());
         drop(EmbeddedStore::open(&path).unwrap());
         assert_eq!(schema_version(&path), MIGRATIONS.last().unwrap().version);
+    }
+
+    #[test]
+    fn instances_opening_one_new_file_together_all_open_it() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.db");
+            let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let opens: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        EmbeddedStore::open(&path).map(drop)
+                    })
+                })
+                .collect();
+            for open in opens {
+                let result = open.join().unwrap();
+                assert!(result.is_ok(), "round {round}: {:?}", result.err());
+            }
+            assert_eq!(schema_version(&path), MIGRATIONS.last().unwrap().version);
+        }
     }
 
     #[test]

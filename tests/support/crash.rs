@@ -209,7 +209,8 @@ impl Run {
     /// Starts one `audit-stream run` of the group, its log in the run's directory.
     pub fn start(&self, name: &str, extra_env: &[(&str, String)]) -> Service {
         let c = &self.config;
-        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("log");
+        let log_path = self.dir.path().join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).expect("log");
         let env: Vec<(String, String)> = [
             (
                 "KAFKA__BOOTSTRAP_SERVERS",
@@ -250,6 +251,7 @@ impl Run {
         Service {
             child,
             name: name.to_string(),
+            log: log_path,
         }
     }
 
@@ -588,6 +590,8 @@ async fn stored_records(store: &EmbeddedStore) -> BTreeMap<Uuid, Value> {
 pub struct Service {
     child: Child,
     pub name: String,
+    /// Its stderr.
+    pub log: std::path::PathBuf,
 }
 
 impl Service {
@@ -605,7 +609,16 @@ impl Service {
             .expect("kill runs");
         assert!(status.success());
         let exit = self.child.wait().expect("service exits");
-        assert!(exit.success(), "{} exited with {exit}", self.name);
+        if !exit.success() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "{} exited with {exit}; its log ends:\n{}",
+                self.name,
+                tail.join("\n")
+            );
+        }
     }
 
     /// Whether the process is still running.
