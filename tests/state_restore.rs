@@ -699,3 +699,42 @@ async fn a_restore_behind_a_committed_transaction_publishes_nothing_twice() {
         );
     }
 }
+
+/// `exactly_once`: a transaction commit the broker refuses (another producer with this
+/// transactional id has started, so this one is fenced) stops the service with that
+/// error rather than publishing on outside a transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_transaction_stops_the_service() {
+    init_logs();
+    let mock = audit_stream::kafka::mock::EmbeddedKafka::start().expect("mock cluster");
+    let broker = Broker::Mock(mock);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config(&broker, dir.path());
+    config.kafka.exactly_once = true;
+    config.kafka.transactional_id = unique("fenced");
+    produce(&config).await;
+    let store = FaultyStore::new(EmbeddedStore::in_memory().expect("store"));
+    store.faults().stall_writes(Duration::from_millis(100));
+    let (shared, _stop, service) = start_instance(&config, Arc::new(store));
+    wait_until("the instance is under way", Duration::from_secs(60), || {
+        shared.snapshot().records_done > 0
+    })
+    .await;
+    let Broker::Mock(mock) = &broker else {
+        unreachable!("started as the mock cluster")
+    };
+    mock.fence_transaction_commits(20);
+    let stopped = tokio::time::timeout(Duration::from_secs(120), service)
+        .await
+        .expect("the service stops")
+        .expect("join");
+    let error = stopped
+        .expect_err("a fenced producer is an error")
+        .to_string();
+    assert!(error.to_lowercase().contains("fenced"), "{error}");
+    assert!(
+        shared.snapshot().records_in < RECORDS as u64,
+        "it stopped mid-run: {:?}",
+        shared.snapshot()
+    );
+}

@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -138,6 +138,9 @@ pub struct Restorer {
     progress: Arc<Progress>,
     /// The transactional output producer (`kafka.exactly_once`).
     transactions: Option<OutputProducer>,
+    /// Set at shutdown once the last transaction is committed or aborted: the revoke of
+    /// leaving the group then commits nothing more.
+    transactions_closed: AtomicBool,
     retry: RetryPolicy,
     /// Loaded in the rebalance callback, taken by the consumer loop when it applies the
     /// assignment (before it processes any record of the partition).
@@ -163,10 +166,16 @@ impl Restorer {
             schedule,
             progress,
             transactions,
+            transactions_closed: AtomicBool::new(false),
             retry,
             restored: Mutex::new(HashMap::new()),
             fatal: Mutex::new(None),
         }
+    }
+
+    /// The service is stopping and has committed or aborted its last transaction.
+    pub fn close_transactions(&self) {
+        self.transactions_closed.store(true, Ordering::Release);
     }
 
     /// The error the service must stop with, if any (taken: the loop stops on it).
@@ -271,6 +280,8 @@ impl RebalanceHook for Restorer {
         // so that a checkpoint never covers an output that is not committed.
         let committed = match &self.transactions {
             None => true,
+            // Stopping: the final checkpoints are saved, at the last commit.
+            Some(_) if self.transactions_closed.load(Ordering::Acquire) => false,
             Some(producer) => {
                 let offsets = self.progress.transaction_offsets();
                 let result = match group {

@@ -313,6 +313,9 @@ impl Worker {
             self.producer.abort_transaction();
             false
         };
+        if transactional {
+            restorer.close_transactions();
+        }
         // Saves that finished meanwhile have their offsets stored before the final commit.
         while let Ok(outcome) = outcomes.try_recv() {
             self.saved(&consumer, outcome);
