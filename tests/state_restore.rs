@@ -186,18 +186,8 @@ async fn counts_stay_exact_when_an_instance_crashes_and_another_restores_its_che
     let first_store = Arc::new(FaultyStore::new(embedded.clone()));
     let faults = first_store.faults();
     faults.stall_writes(Duration::from_millis(20));
-    let first = Arc::new(Shared::default());
-    let (_stop_first, shutdown) = watch::channel(false);
-    let service = tokio::spawn(service::run(
-        config.clone(),
-        Runtime {
-            store: first_store.clone() as Arc<dyn AuditStore>,
-            metrics: None,
-            shared: first.clone(),
-            serve_http: false,
-        },
-        shutdown,
-    ));
+    let (first, _stop_first, service) =
+        start_instance(&config, first_store.clone() as Arc<dyn AuditStore>);
     let deadline = Instant::now() + Duration::from_secs(60);
     let checkpoints = loop {
         assert!(
@@ -237,18 +227,8 @@ async fn counts_stay_exact_when_an_instance_crashes_and_another_restores_its_che
         "at the crash: done {done_by_first}, checkpoints {checkpoints:?}, committed {committed:?}"
     );
 
-    let second = Arc::new(Shared::default());
-    let (stop, shutdown) = watch::channel(false);
-    let service = tokio::spawn(service::run(
-        config.clone(),
-        Runtime {
-            store: Arc::new(embedded.clone()) as Arc<dyn AuditStore>,
-            metrics: None,
-            shared: second.clone(),
-            serve_http: false,
-        },
-        shutdown,
-    ));
+    let (second, stop, service) =
+        start_instance(&config, Arc::new(embedded.clone()) as Arc<dyn AuditStore>);
     let decisions = read_decisions(
         &broker.bootstrap(),
         &config.topics.decisions,
@@ -335,18 +315,7 @@ async fn readyz_is_false_and_nothing_is_processed_while_partitions_restore() {
     let store = Arc::new(FaultyStore::new(EmbeddedStore::in_memory().expect("store")));
     let faults = store.faults();
     faults.stall_checkpoint_loads(Duration::from_secs(1));
-    let shared = Arc::new(Shared::default());
-    let (stop, shutdown) = watch::channel(false);
-    let service = tokio::spawn(service::run(
-        config.clone(),
-        Runtime {
-            store: store.clone() as Arc<dyn AuditStore>,
-            metrics: None,
-            shared: shared.clone(),
-            serve_http: false,
-        },
-        shutdown,
-    ));
+    let (shared, stop, service) = start_instance(&config, store.clone() as Arc<dyn AuditStore>);
     let state = AppState {
         store: store.clone() as Arc<dyn AuditStore>,
         shared: shared.clone(),
@@ -398,7 +367,8 @@ async fn readyz_is_false_and_nothing_is_processed_while_partitions_restore() {
     service.await.expect("join").expect("stops cleanly");
 }
 
-/// Starts one service instance of `config` on `store`; `stop` ends it gracefully.
+/// Starts one service instance of `config` on `store`, with a transactional id of its
+/// own; `stop` ends it gracefully.
 fn start_instance(
     config: &Config,
     store: Arc<dyn AuditStore>,
@@ -409,10 +379,12 @@ fn start_instance(
         Result<audit_stream::pipeline::worker::RunStats, service::ServiceError>,
     >,
 ) {
+    let mut config = config.clone();
+    config.kafka.transactional_id = unique("instance");
     let shared = Arc::new(Shared::default());
     let (stop, shutdown) = watch::channel(false);
     let service = tokio::spawn(service::run(
-        config.clone(),
+        config,
         Runtime {
             store,
             metrics: None,
@@ -504,7 +476,6 @@ async fn a_joining_instance_replays_nothing_because_revoked_partitions_are_drain
         // About 300 records a second: the group's rebalance (seconds on the mock
         // cluster) comes mid-run.
         slow.faults().stall_writes(Duration::from_millis(300));
-        config.kafka.transactional_id = unique("first");
         let (first, stop_first, first_service) =
             start_instance(&config, slow.clone() as Arc<dyn AuditStore>);
         wait_until(
@@ -513,7 +484,6 @@ async fn a_joining_instance_replays_nothing_because_revoked_partitions_are_drain
             || first.snapshot().records_done >= (RECORDS / 10) as u64,
         )
         .await;
-        config.kafka.transactional_id = unique("second");
         let (second, stop_second, second_service) =
             start_instance(&config, slow.clone() as Arc<dyn AuditStore>);
         wait_until(
@@ -556,7 +526,6 @@ async fn a_restore_behind_a_committed_transaction_publishes_nothing_twice() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = config(&broker, dir.path());
     config.kafka.exactly_once = true;
-    config.kafka.transactional_id = unique("first");
     let inputs = produce(&config).await;
     let expected = oracle(&config, &inputs);
     let ends: Vec<i64> = (0..PARTITIONS)
@@ -645,7 +614,6 @@ async fn a_restore_behind_a_committed_transaction_publishes_nothing_twice() {
     committer.unsubscribe();
     drop(committer);
 
-    config.kafka.transactional_id = unique("second");
     let (second, stop, service) =
         start_instance(&config, Arc::new(behind.clone()) as Arc<dyn AuditStore>);
     let replayed: u64 = copied
@@ -711,7 +679,6 @@ async fn a_fenced_transaction_stops_the_service() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = config(&broker, dir.path());
     config.kafka.exactly_once = true;
-    config.kafka.transactional_id = unique("fenced");
     produce(&config).await;
     let store = FaultyStore::new(EmbeddedStore::in_memory().expect("store"));
     store.faults().stall_writes(Duration::from_millis(100));

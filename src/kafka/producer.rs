@@ -33,12 +33,8 @@ pub struct OutputProducer {
 
 impl OutputProducer {
     pub fn new(kafka: &KafkaConfig) -> Result<OutputProducer, KafkaError> {
-        let mut config = super::base_config(kafka);
-        config
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4");
+        let mut config = output_config(kafka);
+        config.set("enable.idempotence", "true");
         Ok(OutputProducer {
             inner: config.create()?,
             transactional: false,
@@ -52,12 +48,9 @@ impl OutputProducer {
         kafka: &KafkaConfig,
         transactional_id: &str,
     ) -> Result<OutputProducer, KafkaError> {
-        let mut config = super::base_config(kafka);
-        config
-            .set("transactional.id", transactional_id)
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4");
+        // Transactional implies idempotent.
+        let mut config = output_config(kafka);
+        config.set("transactional.id", transactional_id);
         let inner: FutureProducer = config.create()?;
         inner.init_transactions(TRANSACTION_TIMEOUT)?;
         inner.begin_transaction()?;
@@ -74,14 +67,20 @@ impl OutputProducer {
 
     /// Commits the open transaction with the consumer group's input `offsets` (each the
     /// next offset to read), then begins the next one. Waits until every output of the
-    /// transaction is acknowledged, so it blocks the calling thread. An error leaves the
-    /// transaction uncommitted: the caller stops, and the next start of this
-    /// transactional id aborts it.
+    /// transaction is acknowledged, so it blocks the calling thread. An error (also: no
+    /// group metadata, the consumer is not in its group) leaves the transaction
+    /// uncommitted: the caller stops, and the next start of this transactional id
+    /// aborts it.
     pub fn commit_transaction(
         &self,
         offsets: &[(TopicPartition, i64)],
-        group: &ConsumerGroupMetadata,
+        group: Option<&ConsumerGroupMetadata>,
     ) -> Result<(), KafkaError> {
+        let group = group.ok_or_else(|| {
+            KafkaError::Subscription(
+                "no consumer group metadata to commit the transaction with".into(),
+            )
+        })?;
         if !offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for ((topic, partition), next) in offsets {
@@ -187,6 +186,17 @@ impl OutputProducer {
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.inner.flush(Timeout::After(timeout))
     }
+}
+
+/// What every output producer sets: acknowledged by every in-sync replica, batched
+/// briefly and compressed.
+fn output_config(kafka: &KafkaConfig) -> rdkafka::ClientConfig {
+    let mut config = super::base_config(kafka);
+    config
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4");
+    config
 }
 
 /// Publishes input records (the `produce` command): keys and timestamps as given,

@@ -99,6 +99,15 @@ struct ProgressInner {
     published_through: HashMap<TopicPartition, i64>,
 }
 
+impl ProgressInner {
+    /// Whether `offset` is at or past what a committed transaction holds of `tp`.
+    fn publishes(&self, tp: &TopicPartition, offset: i64) -> bool {
+        self.published_through
+            .get(tp)
+            .is_none_or(|&through| offset >= through)
+    }
+}
+
 impl Progress {
     fn lock(&self) -> MutexGuard<'_, ProgressInner> {
         self.inner
@@ -124,17 +133,19 @@ impl Progress {
         };
     }
 
-    /// A record was read. Returns false, and tracks nothing, for a record below the
+    /// A record was read. Returns `None`, and tracks nothing, for a record below the
     /// partition's position: the client handed it out again, or a restored checkpoint
-    /// already covers it; processing it twice would count its failures twice.
-    pub fn start(&self, tp: &TopicPartition, offset: i64) -> bool {
+    /// already covers it; processing it twice would count its failures twice. Otherwise
+    /// whether its outputs are to be published (false for records a committed
+    /// transaction already published).
+    pub fn start(&self, tp: &TopicPartition, offset: i64) -> Option<bool> {
         let mut inner = self.lock();
         if inner.positions.get(tp).is_some_and(|&next| offset < next) {
-            return false;
+            return None;
         }
         inner.positions.insert(tp.clone(), offset + 1);
         inner.tracker.track(tp, offset);
-        true
+        Some(inner.publishes(tp, offset))
     }
 
     /// A record is done. When the partition's watermark moves (see
@@ -148,15 +159,6 @@ impl Progress {
             }
         }
         self.completed.notify_waiters();
-    }
-
-    /// Whether the outputs of the record at `offset` are to be published (false for
-    /// records a committed transaction already published).
-    pub fn publishes(&self, tp: &TopicPartition, offset: i64) -> bool {
-        self.lock()
-            .published_through
-            .get(tp)
-            .is_none_or(|&through| offset >= through)
     }
 
     /// Records read and not yet done, over all partitions.
@@ -177,12 +179,7 @@ impl Progress {
         let mut offsets: Vec<(TopicPartition, i64)> = inner
             .positions
             .iter()
-            .filter(|(tp, &position)| {
-                inner
-                    .published_through
-                    .get(*tp)
-                    .is_none_or(|&through| position >= through)
-            })
+            .filter(|(tp, &position)| inner.publishes(tp, position))
             .map(|(tp, &position)| (tp.clone(), position))
             .collect();
         offsets.sort();
@@ -262,16 +259,17 @@ mod tests {
     async fn progress_skips_covered_records_and_waits_for_a_partition_to_drain() {
         let progress = std::sync::Arc::new(Progress::default());
         progress.assigned(&tp(), Some(10), None);
-        assert!(
-            !progress.start(&tp(), 9),
+        assert_eq!(
+            progress.start(&tp(), 9),
+            None,
             "covered by the restored checkpoint"
         );
-        assert!(progress.start(&tp(), 10));
-        assert!(progress.start(&tp(), 11));
-        assert!(!progress.start(&tp(), 11), "handed out again");
+        assert_eq!(progress.start(&tp(), 10), Some(true));
+        assert_eq!(progress.start(&tp(), 11), Some(true));
+        assert_eq!(progress.start(&tp(), 11), None, "handed out again");
         assert_eq!(progress.position(&tp()), Some(12));
         let other = ("in".to_string(), 1);
-        assert!(progress.start(&other, 0));
+        assert_eq!(progress.start(&other, 0), Some(true));
 
         let waiter = tokio::spawn({
             let progress = progress.clone();
@@ -305,20 +303,23 @@ mod tests {
         let other = ("in".to_string(), 1);
         progress.assigned(&tp(), Some(100), Some(140));
         progress.assigned(&other, Some(5), None);
-        assert!(!progress.publishes(&tp(), 100));
-        assert!(progress.start(&tp(), 100));
+        assert_eq!(
+            progress.start(&tp(), 100),
+            Some(false),
+            "a committed transaction holds its outputs"
+        );
         assert_eq!(
             progress.transaction_offsets(),
             vec![(other.clone(), 5)],
             "partition 0 replays below what a transaction committed"
         );
         for offset in 101..140 {
-            assert!(progress.start(&tp(), offset));
+            assert_eq!(progress.start(&tp(), offset), Some(false));
         }
-        assert!(progress.publishes(&tp(), 140));
+        assert_eq!(progress.start(&tp(), 140), Some(true));
         assert_eq!(
             progress.transaction_offsets(),
-            vec![(tp(), 140), (other, 5)]
+            vec![(tp(), 141), (other, 5)]
         );
     }
 

@@ -36,7 +36,7 @@ use super::worker::{PipelineError, Shared};
 use super::PartitionState;
 use crate::kafka::consumer::RebalanceHook;
 use crate::kafka::producer::OutputProducer;
-use crate::kafka::{ConsumerGroupMetadata, KafkaError};
+use crate::kafka::ConsumerGroupMetadata;
 use crate::metrics;
 use crate::store::{AuditStore, Checkpoint, RetryPolicy, StoreError};
 
@@ -284,15 +284,9 @@ impl RebalanceHook for Restorer {
             Some(_) if self.transactions_closed.load(Ordering::Acquire) => false,
             Some(producer) => {
                 let offsets = self.progress.transaction_offsets();
-                let result = match group {
-                    Some(group) => blocking(&self.saver.handle, || {
-                        producer.commit_transaction(&offsets, group)
-                    }),
-                    None => Err(KafkaError::Subscription(
-                        "no consumer group metadata to commit the transaction with".into(),
-                    )),
-                };
-                match result {
+                match blocking(&self.saver.handle, || {
+                    producer.commit_transaction(&offsets, group)
+                }) {
                     Ok(()) => true,
                     Err(error) => {
                         tracing::error!(%error, "Transaction commit on revoke failed; stopping, the restart replays from the last commit");
@@ -356,14 +350,11 @@ impl RebalanceHook for Restorer {
                     }
                 }
             }
-            if let Some(offset) = offset {
+            // With transactions the offsets went into the transaction: committing a
+            // checkpoint's offset outside it would move the group's position back.
+            if let (Some(offset), None) = (offset, &self.transactions) {
                 commits.push((tp, offset));
             }
-        }
-        if self.transactions.is_some() {
-            // The offsets went into the transaction; committing a checkpoint's offset
-            // outside it would move the group's position back.
-            commits.clear();
         }
         commits
     }

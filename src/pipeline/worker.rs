@@ -375,9 +375,9 @@ impl Worker {
                     self.shared.ready.store(true, Ordering::Release);
                 }
                 Assignment::Revoked(tps) => {
+                    // Their progress was forgotten in the revoke callback.
                     for tp in tps {
                         partitions.remove(&tp);
-                        self.progress.revoke(&tp);
                     }
                 }
             }
@@ -423,14 +423,26 @@ impl Worker {
 
     /// Commits the open transaction with every partition's position (`exactly_once`).
     fn commit_transaction(&self, consumer: &InputConsumer) -> Result<(), PipelineError> {
-        let group = consumer.group_metadata().ok_or_else(|| {
-            KafkaError::Subscription(
-                "no consumer group metadata to commit the transaction with".into(),
-            )
-        })?;
+        let group = consumer.group_metadata();
         let offsets = self.progress.transaction_offsets();
-        tokio::task::block_in_place(|| self.producer.commit_transaction(&offsets, &group))?;
+        tokio::task::block_in_place(|| self.producer.commit_transaction(&offsets, group.as_ref()))?;
         Ok(())
+    }
+
+    /// A checkpoint of `tp` at `next_offset` is durable: the next commit moves the
+    /// group's position there. Not with transactions, whose commits carry the offsets:
+    /// a checkpoint's offset committed outside them would move the position back.
+    fn store_checkpointed(&self, consumer: &InputConsumer, tp: &TopicPartition, next_offset: i64) {
+        if self.producer.is_transactional() {
+            return;
+        }
+        // librdkafka commits the stored offset + 1: the next record to read.
+        match consumer.store_checkpointed(&tp.0, tp.1, next_offset - 1) {
+            Ok(()) => metrics::offsets_stored(1),
+            Err(error) => {
+                tracing::debug!(%error, topic = %tp.0, partition = tp.1, "Offset not stored; partition no longer assigned")
+            }
+        }
     }
 
     fn saved(&mut self, consumer: &InputConsumer, outcome: SaveOutcome) {
@@ -440,9 +452,7 @@ impl Worker {
             Ok(()) => {
                 metrics::checkpoint_saved(topic, partition, outcome.snapshot.next_offset);
                 schedule.saved(&outcome.tp, outcome.snapshot.next_offset, outcome.saved_at);
-                if !self.producer.is_transactional() {
-                    store_checkpointed(consumer, &outcome.tp, outcome.snapshot.next_offset);
-                }
+                self.store_checkpointed(consumer, &outcome.tp, outcome.snapshot.next_offset);
             }
             Err(error) => {
                 metrics::checkpoint_save_failed(topic, partition, &error);
@@ -478,10 +488,7 @@ impl Worker {
             let saved =
                 tokio::time::timeout(Duration::from_secs(10), saver.save(&tp, &snapshot)).await;
             match saved {
-                Ok(Ok(())) if !self.producer.is_transactional() => {
-                    store_checkpointed(consumer, &tp, snapshot.next_offset)
-                }
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => self.store_checkpointed(consumer, &tp, snapshot.next_offset),
                 Ok(Err(error)) => metrics::checkpoint_save_failed(&tp.0, tp.1, &error),
                 Err(_) => {
                     tracing::warn!(topic = %tp.0, partition = tp.1, "Final checkpoint save timed out; the next owner replays from the last one")
@@ -497,10 +504,10 @@ impl Worker {
         in_flight: &mut InFlight,
     ) -> Result<(), PipelineError> {
         let tp: TopicPartition = (record.topic.clone(), record.partition);
-        if !self.progress.start(&tp, record.offset) {
+        let Some(publish) = self.progress.start(&tp, record.offset) else {
             metrics::record_redelivered(&tp.0, tp.1, record.offset);
             return Ok(());
-        }
+        };
         let recipes = self.recipes.borrow_and_update().clone();
         let state = {
             let mut partitions = self
@@ -532,7 +539,6 @@ impl Worker {
         } else {
             Some(self.sink.submit(audit_records).await?)
         };
-        let publish = self.progress.publishes(&tp, record.offset);
         let mut sends = Vec::new();
         let mut already_published = 0;
         for output in &outputs {
@@ -648,18 +654,6 @@ impl Worker {
         if !dead {
             metrics::record_decoded(kind);
             *stats.decoded_by_kind.entry(kind.to_string()).or_default() += 1;
-        }
-    }
-}
-
-/// A checkpoint of `tp` at `next_offset` is durable: the next commit moves the group's
-/// position there.
-fn store_checkpointed(consumer: &InputConsumer, tp: &TopicPartition, next_offset: i64) {
-    // librdkafka commits the stored offset + 1: the next record to read.
-    match consumer.store_checkpointed(&tp.0, tp.1, next_offset - 1) {
-        Ok(()) => metrics::offsets_stored(1),
-        Err(error) => {
-            tracing::debug!(%error, topic = %tp.0, partition = tp.1, "Offset not stored; partition no longer assigned")
         }
     }
 }
