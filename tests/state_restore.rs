@@ -367,6 +367,28 @@ async fn readyz_is_false_and_nothing_is_processed_while_partitions_restore() {
     service.await.expect("join").expect("stops cleanly");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_on_idle_partitions_is_ready_once_they_are_assigned() {
+    init_logs();
+    let broker = Broker::start(false);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config(&broker, dir.path());
+    // No record arrives and no checkpoint tick comes during the test: readiness must
+    // follow the assignment by itself.
+    config.checkpoint.interval_ms = 600_000;
+    let store = Arc::new(EmbeddedStore::in_memory().expect("store"));
+    let (shared, stop, service) = start_instance(&config, store as Arc<dyn AuditStore>);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !shared.ready.load(Ordering::Acquire) {
+        assert!(Instant::now() < deadline, "never ready on idle partitions");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!shared.partitions.read().expect("partitions").is_empty());
+    assert_eq!(shared.snapshot().records_in, 0);
+    let _ = stop.send(true);
+    service.await.expect("join").expect("stops cleanly");
+}
+
 /// Starts one service instance of `config` on `store`, with a transactional id of its
 /// own; `stop` ends it gracefully.
 fn start_instance(

@@ -252,6 +252,9 @@ impl Worker {
                     Err(error) => break Err(error),
                 },
                 Some(outcome) = outcomes.recv() => self.saved(&consumer, outcome),
+                // At once, not at the next record or tick: readiness follows the
+                // assignment even while the partitions are idle.
+                Some(change) = assignments.recv() => self.apply_assignment(change, &restorer),
                 _ = tick.tick() => {
                     self.apply_assignments(&mut assignments, &restorer);
                     if transactional {
@@ -344,41 +347,47 @@ impl Worker {
         restorer: &Restorer,
     ) {
         while let Ok(change) = assignments.try_recv() {
-            let mut partitions = self
-                .shared
-                .partitions
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            match change {
-                Assignment::Assigned(tps) => {
-                    let recipes = self.recipes.borrow().clone();
-                    for tp in tps {
-                        // Restored state replaces whatever the partition had: the
-                        // checkpoint and its offset are the one truth on assignment.
-                        match restorer.take(&tp) {
-                            Some(restored) => {
-                                self.progress.assigned(
-                                    &tp,
-                                    Some(restored.next_offset),
-                                    restored.published_through,
-                                );
-                                partitions.insert(tp, Arc::new(Mutex::new(restored.state)));
-                            }
-                            None => {
-                                self.progress.assigned(&tp, None, None);
-                                partitions.entry(tp).or_insert_with(|| {
-                                    Arc::new(Mutex::new(PartitionState::new(&recipes)))
-                                });
-                            }
+            self.apply_assignment(change, restorer);
+        }
+    }
+
+    /// Applies one assignment change: restored or fresh state for assigned partitions,
+    /// none for revoked ones.
+    fn apply_assignment(&self, change: Assignment, restorer: &Restorer) {
+        let mut partitions = self
+            .shared
+            .partitions
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match change {
+            Assignment::Assigned(tps) => {
+                let recipes = self.recipes.borrow().clone();
+                for tp in tps {
+                    // Restored state replaces whatever the partition had: the
+                    // checkpoint and its offset are the one truth on assignment.
+                    match restorer.take(&tp) {
+                        Some(restored) => {
+                            self.progress.assigned(
+                                &tp,
+                                Some(restored.next_offset),
+                                restored.published_through,
+                            );
+                            partitions.insert(tp, Arc::new(Mutex::new(restored.state)));
+                        }
+                        None => {
+                            self.progress.assigned(&tp, None, None);
+                            partitions.entry(tp).or_insert_with(|| {
+                                Arc::new(Mutex::new(PartitionState::new(&recipes)))
+                            });
                         }
                     }
-                    self.shared.ready.store(true, Ordering::Release);
                 }
-                Assignment::Revoked(tps) => {
-                    // Their progress was forgotten in the revoke callback.
-                    for tp in tps {
-                        partitions.remove(&tp);
-                    }
+                self.shared.ready.store(true, Ordering::Release);
+            }
+            Assignment::Revoked(tps) => {
+                // Their progress was forgotten in the revoke callback.
+                for tp in tps {
+                    partitions.remove(&tp);
                 }
             }
         }
