@@ -13,6 +13,9 @@ use audit_stream::gate::{self, Action};
 use audit_stream::pipeline::{offline, recipe_source, worker::Shared, Operator};
 use audit_stream::{bench, demo, metrics, produce, service, telemetry, verify};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init();
