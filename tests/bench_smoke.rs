@@ -21,6 +21,7 @@ fn bench(extra: &[&str]) -> (bool, String, String) {
             &tansu,
         ])
         .args(["--inprocess-records", "300", "--latency-secs", "1"])
+        .args(["--latency-warmup-secs", "1"])
         .args(["--skip-callgrind", "--report-only"])
         .args(extra)
         .output()

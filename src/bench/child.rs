@@ -64,6 +64,10 @@ pub struct ChildArgs {
     /// latency percentiles.
     #[arg(long)]
     pub latency: bool,
+    /// Latency: the first this many records done are the warm-up, kept apart from the
+    /// percentiles.
+    #[arg(long, default_value_t = 0)]
+    pub latency_warmup: u64,
     /// In process: which kind of record.
     #[arg(long, value_enum, default_value = "validation")]
     pub kind: InprocessKind,
@@ -84,6 +88,32 @@ pub struct Latency {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Records of the warm-up, and the highest latency among them.
+    #[serde(default)]
+    pub warmup_samples: u64,
+    #[serde(default)]
+    pub warmup_max_ms: f64,
+}
+
+impl Latency {
+    /// Percentiles of latency samples (seconds, in the order records were done), the
+    /// first `warmup` of them kept apart.
+    pub fn of(samples: &[f64], warmup: u64) -> Latency {
+        let warmup = usize::try_from(warmup)
+            .unwrap_or(usize::MAX)
+            .min(samples.len());
+        let (first, measured) = samples.split_at(warmup);
+        let mut ms: Vec<f64> = measured.iter().map(|s| s * 1000.0).collect();
+        ms.sort_by(f64::total_cmp);
+        Latency {
+            samples: ms.len() as u64,
+            p50_ms: percentile(&ms, 0.50),
+            p99_ms: percentile(&ms, 0.99),
+            max_ms: ms.last().copied().unwrap_or(0.0),
+            warmup_samples: warmup as u64,
+            warmup_max_ms: first.iter().map(|s| s * 1000.0).fold(0.0, f64::max),
+        }
+    }
 }
 
 /// The last line a measured process prints.
@@ -281,19 +311,11 @@ async fn pipeline(args: &ChildArgs) -> Result<ChildReport, BenchError> {
     report.outputs_acknowledged = stats.outputs_acknowledged;
     report.audit_records_durable = stats.audit_records_durable;
     if let Some(samples) = samples {
-        let mut ms: Vec<f64> = samples
+        let secs = samples
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .iter()
-            .map(|s| s * 1000.0)
-            .collect();
-        ms.sort_by(f64::total_cmp);
-        report.latency = Some(Latency {
-            samples: ms.len() as u64,
-            p50_ms: percentile(&ms, 0.50),
-            p99_ms: percentile(&ms, 0.99),
-            max_ms: ms.last().copied().unwrap_or(0.0),
-        });
+            .clone();
+        report.latency = Some(Latency::of(&secs, args.latency_warmup));
     }
     Ok(report)
 }
@@ -362,4 +384,28 @@ fn inprocess(kind: InprocessKind, records: u64) -> Result<ChildReport, BenchErro
         cpu_at_end_secs: cpu_secs(),
         ..ChildReport::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warm_up_samples_are_kept_apart_from_the_percentiles() {
+        // Two slow warm-up records, then 100 records of 1..=100 ms.
+        let mut samples = vec![0.9, 1.1];
+        samples.extend((1..=100).map(|ms| f64::from(ms) / 1000.0));
+        let latency = Latency::of(&samples, 2);
+        assert_eq!(latency.samples, 100);
+        assert_eq!(latency.warmup_samples, 2);
+        assert!((latency.warmup_max_ms - 1100.0).abs() < 1e-9);
+        assert!((latency.p50_ms - 50.0).abs() < 1e-9);
+        assert!((latency.p99_ms - 99.0).abs() < 1e-9);
+        assert!((latency.max_ms - 100.0).abs() < 1e-9);
+
+        let all = Latency::of(&samples, 0);
+        assert_eq!(all.samples, 102);
+        assert!((all.max_ms - 1100.0).abs() < 1e-9);
+        assert_eq!(Latency::of(&samples, 500).samples, 0);
+    }
 }

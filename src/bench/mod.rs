@@ -89,9 +89,14 @@ pub struct BenchArgs {
     /// Do not count instructions under valgrind.
     #[arg(long)]
     pub skip_callgrind: bool,
-    /// How long the latency measurement produces records.
+    /// How long the latency measurement produces records, after its warm-up.
     #[arg(long, default_value_t = 10)]
     pub latency_secs: u64,
+    /// How long records are produced at the latency measurement's rate before it starts:
+    /// the pipeline's first fetches and sends (connections, metadata, a fresh store)
+    /// are not its latency at that rate. Their highest latency is reported apart.
+    #[arg(long, default_value_t = 2)]
+    pub latency_warmup_secs: u64,
     /// Records per in-process measurement.
     #[arg(long, default_value_t = 100_000)]
     pub inprocess_records: u64,
@@ -661,10 +666,12 @@ async fn latency(
 ) -> Result<child::Latency, BenchError> {
     let prefix = format!("{prefix}-lat");
     let t = topics(&prefix);
-    let total = (rate * args.latency_secs as f64).round().max(1.0) as u64;
+    let warmup = (rate * args.latency_warmup_secs as f64).round() as u64;
+    let total = warmup + (rate * args.latency_secs as f64).round().max(1.0) as u64;
     let mut cmd = self_command()?;
     cmd.args(["bench-child", "pipeline", "--latency", "--records"])
         .arg(total.to_string())
+        .args(["--latency-warmup", &warmup.to_string()])
         .args(["--brokers", brokers, "--topics", &prefix])
         .args(["--group", &format!("{prefix}-g")])
         .arg("--store")

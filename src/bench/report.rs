@@ -264,8 +264,8 @@ impl Report {
         if let Some(l) = self.latency {
             let _ = writeln!(
                 out,
-                "latency at {:.0} records/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} records)",
-                self.latency_rate, l.p50_ms, l.p99_ms, l.max_ms, l.samples
+                "latency at {:.0} records/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} records; before them {} warm-up records, max {:.1} ms)",
+                self.latency_rate, l.p50_ms, l.p99_ms, l.max_ms, l.samples, l.warmup_samples, l.warmup_max_ms
             );
         }
         let _ = writeln!(
@@ -340,8 +340,8 @@ impl Report {
         if let Some(l) = self.latency {
             let _ = writeln!(
                 out,
-                "\nLatency from record timestamp to acknowledged output at {:.0} records/s (half of (b)): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} records.",
-                self.latency_rate, l.p50_ms, l.p99_ms, l.max_ms, l.samples
+                "\nLatency from record timestamp to acknowledged output at {:.0} records/s (half of (b)): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} records, after {} records of warm-up (their highest latency: {:.1} ms).",
+                self.latency_rate, l.p50_ms, l.p99_ms, l.max_ms, l.samples, l.warmup_samples, l.warmup_max_ms
             );
         }
         let _ = writeln!(
@@ -410,6 +410,8 @@ mod tests {
             p50_ms: 3.0,
             p99_ms: 20.0,
             max_ms: 30.0,
+            warmup_samples: 4,
+            warmup_max_ms: 900.0,
         });
         report.counter_bytes_per_key = 150.0;
         assert_eq!(report.null.records_per_sec(), 200.0);
