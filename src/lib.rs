@@ -11,7 +11,8 @@
 //! - [`decode`]: record → typed input event, or a dead letter with its error class.
 //! - [`event`]: wire types of every input and output event, and deterministic ids.
 //! - [`schema`]: the JSON Schemas of those events, compiled once, checked at ingest.
-//! - [`canonical`]: canonical JSON and SHA-256, for evidence digests.
+//! - [`canonical`]: canonical JSON (from a tree, or written straight from typed values) and
+//!   SHA-256, for evidence digests, content digests and the hash chain.
 //! - [`validation`]: Theus recipes, rule checks, failure counters and the ring log.
 //! - [`contract`]: the seven-check contract audit and its verdict.
 //! - [`coordination`]: coordination decisions kept as audit records.

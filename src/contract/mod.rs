@@ -15,9 +15,8 @@ mod fixture;
 mod verdict;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
-use crate::canonical::{canonical_json, sha256_hex};
+use crate::canonical::{self, sha256_hex, KeyOrder};
 use crate::event::{
     output_id, AuditVerdict, CheckResult, ExecutionEvent, OutputKind, SourceRef, SCHEMA_VERSION,
 };
@@ -76,18 +75,15 @@ pub fn audit(
 /// Hex SHA-256 of the canonical JSON of the evidence: the whole event minus
 /// `schema_version`, `event_id` and `occurred_at`.
 pub fn evidence_digest(event: &ExecutionEvent) -> String {
-    let mut evidence = match serde_json::to_value(event) {
-        Ok(value) => value,
-        // Every field has string keys and finite values: serializing cannot fail, and a
-        // digest of anything else would be a digest of the wrong evidence.
-        Err(error) => panic!("an execution event always serializes to JSON: {error}"),
-    };
-    if let Value::Object(map) = &mut evidence {
-        for field in NON_EVIDENCE_FIELDS {
-            map.remove(field);
-        }
+    let mut evidence = String::with_capacity(2048);
+    // Every field has string keys and finite values: writing cannot fail, and a digest of
+    // anything else would be a digest of the wrong evidence.
+    if let Err(error) =
+        canonical::write(&mut evidence, event, KeyOrder::Utf16, &NON_EVIDENCE_FIELDS)
+    {
+        panic!("an execution event always serializes to JSON: {error}");
     }
-    sha256_hex(canonical_json(&evidence).as_bytes())
+    sha256_hex(evidence.as_bytes())
 }
 
 #[cfg(test)]
@@ -258,6 +254,35 @@ mod tests {
         for variant in variants {
             assert_ne!(evidence_digest(&variant), digest);
         }
+    }
+
+    #[test]
+    fn digest_is_of_the_canonical_json_of_the_evidence_tree() {
+        use crate::bench::dataset::{Generator, Mix};
+
+        // The digest as it was made: the event serialized to a tree, the publication
+        // fields removed, the tree written as canonical JSON.
+        fn from_tree(event: &ExecutionEvent) -> String {
+            let mut evidence = serde_json::to_value(event).unwrap();
+            if let serde_json::Value::Object(map) = &mut evidence {
+                for field in NON_EVIDENCE_FIELDS {
+                    map.remove(field);
+                }
+            }
+            sha256_hex(crate::canonical::canonical_json(&evidence).as_bytes())
+        }
+        let config = crate::config::Config::default();
+        let mut compared = 0;
+        for record in Generator::new(5, &config.topics, at(12, 0), Mix::Execution).take(1_000) {
+            // The generator's bad records are not events.
+            if let Ok(event) = serde_json::from_slice::<ExecutionEvent>(&record.payload) {
+                assert_eq!(evidence_digest(&event), from_tree(&event));
+                compared += 1;
+            }
+        }
+        assert!(compared > 900, "{compared}");
+        let event = passing_event();
+        assert_eq!(evidence_digest(&event), from_tree(&event));
     }
 
     #[test]

@@ -49,11 +49,11 @@ pub mod scylla;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use uuid::Uuid;
 
+use crate::canonical::{self, KeyOrder};
 use crate::chain::{ChainHead, ChainLink, PartitionChains};
 use crate::event::{AuditDecision, AuditVerdict, CoordinationRecord, SourceRef};
 use crate::gate::RolloutStatus;
@@ -125,34 +125,32 @@ impl AuditRecord {
     /// conflict, and must rebuild the same chain. The stored copy keeps the timings of
     /// the first audit.
     pub fn canonical(&self) -> String {
-        let mut content = Map::new();
-        content.insert("kind".into(), Value::from(self.kind()));
-        // Serializing these plain structs cannot fail: no maps with non-string keys.
-        let value = |v: Result<Value, serde_json::Error>| v.expect("audit records serialize");
+        // `{"kind":…,"occurred_at":…,"record":…}`, keys in byte order, written from the
+        // typed record without a `Value` tree: this runs for every record stored.
+        let mut out = String::with_capacity(2048);
+        out.push_str("{\"kind\":");
+        write_canonical(&mut out, self.kind(), &[]);
         match self {
             AuditRecord::Decision(d) => {
-                content.insert("record".into(), value(serde_json::to_value(d)));
+                out.push_str(",\"record\":");
+                write_canonical(&mut out, d, &[]);
             }
             AuditRecord::Verdict {
                 verdict,
                 occurred_at,
             } => {
-                let mut record = value(serde_json::to_value(verdict));
-                if let Value::Object(fields) = &mut record {
-                    fields.remove("audited_at");
-                    fields.remove("duration_ms");
-                }
-                content.insert("record".into(), record);
-                content.insert(
-                    "occurred_at".into(),
-                    value(serde_json::to_value(occurred_at)),
-                );
+                out.push_str(",\"occurred_at\":");
+                write_canonical(&mut out, occurred_at, &[]);
+                out.push_str(",\"record\":");
+                write_canonical(&mut out, verdict, &["audited_at", "duration_ms"]);
             }
             AuditRecord::Coordination(c) => {
-                content.insert("record".into(), value(serde_json::to_value(c)));
+                out.push_str(",\"record\":");
+                write_canonical(&mut out, c, &[]);
             }
         }
-        canonical_json(&Value::Object(content))
+        out.push('}');
+        out
     }
 
     /// SHA-256 (hex) of [`AuditRecord::canonical`].
@@ -194,59 +192,12 @@ impl AuditRecord {
     }
 }
 
-/// JSON text with object keys sorted (by bytes) at every level, whatever map type
-/// serde_json was built with, so equal content always has one digest. Written in one
-/// pass without copying the tree: this runs for every record the store writes.
-fn canonical_json(value: &Value) -> String {
-    let mut out = String::with_capacity(1024);
-    write_sorted(&mut out, value);
-    out
-}
-
-fn write_sorted(out: &mut String, value: &Value) {
-    match value {
-        Value::Object(fields) => {
-            let mut entries: Vec<(&String, &Value)> = fields.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_json_string(out, key);
-                out.push(':');
-                write_sorted(out, item);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_sorted(out, item);
-            }
-            out.push(']');
-        }
-        Value::String(s) => write_json_string(out, s),
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => {
-            use std::fmt::Write as _;
-            let _ = write!(out, "{n}");
-        }
-    }
-}
-
-/// A JSON string as serde_json writes it.
-fn write_json_string(out: &mut String, s: &str) {
-    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-        out.push('"');
-        out.push_str(s);
-        out.push('"');
-    } else {
-        out.push_str(&Value::from(s).to_string());
+/// Appends the canonical JSON, keys in byte order, of a part of an audit record.
+fn write_canonical<T: serde::Serialize + ?Sized>(out: &mut String, value: &T, skip: &[&str]) {
+    // Audit records are plain structs with string keys and finite numbers: writing them
+    // cannot fail, and a digest of anything else would be the digest of another record.
+    if let Err(error) = canonical::write(out, value, KeyOrder::Bytes, skip) {
+        panic!("audit records serialize to canonical JSON: {error}");
     }
 }
 
@@ -569,7 +520,115 @@ impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Map, Value};
+
+    /// JSON text with object keys sorted (by bytes) at every level: how content digests
+    /// were made from a `Value` tree, the oracle of [`AuditRecord::canonical`].
+    fn canonical_json(value: &Value) -> String {
+        let mut out = String::with_capacity(1024);
+        write_sorted(&mut out, value);
+        out
+    }
+
+    fn write_sorted(out: &mut String, value: &Value) {
+        match value {
+            Value::Object(fields) => {
+                let mut entries: Vec<(&String, &Value)> = fields.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                out.push('{');
+                for (i, (key, item)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_json_string(out, key);
+                    out.push(':');
+                    write_sorted(out, item);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_sorted(out, item);
+                }
+                out.push(']');
+            }
+            Value::String(s) => write_json_string(out, s),
+            Value::Null => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Number(n) => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "{n}");
+            }
+        }
+    }
+
+    /// A JSON string as serde_json writes it.
+    fn write_json_string(out: &mut String, s: &str) {
+        if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+            out.push('"');
+            out.push_str(s);
+            out.push('"');
+        } else {
+            out.push_str(&Value::from(s).to_string());
+        }
+    }
+
+    /// [`AuditRecord::canonical`] as it was made from `serde_json::to_value` trees.
+    fn canonical_from_tree(record: &AuditRecord) -> String {
+        let mut content = Map::new();
+        content.insert("kind".into(), Value::from(record.kind()));
+        match record {
+            AuditRecord::Decision(d) => {
+                content.insert("record".into(), serde_json::to_value(d).unwrap());
+            }
+            AuditRecord::Verdict {
+                verdict,
+                occurred_at,
+            } => {
+                let mut value = serde_json::to_value(verdict).unwrap();
+                if let Value::Object(fields) = &mut value {
+                    fields.remove("audited_at");
+                    fields.remove("duration_ms");
+                }
+                content.insert("record".into(), value);
+                content.insert(
+                    "occurred_at".into(),
+                    serde_json::to_value(occurred_at).unwrap(),
+                );
+            }
+            AuditRecord::Coordination(c) => {
+                content.insert("record".into(), serde_json::to_value(c).unwrap());
+            }
+        }
+        canonical_json(&Value::Object(content))
+    }
+
+    #[test]
+    fn canonical_content_is_the_text_digests_were_made_from_before() {
+        use crate::bench::dataset::{Generator, Mix, RECIPES};
+        use crate::pipeline::{operator::Output, Operator, PartitionState};
+        use crate::validation::Recipes;
+
+        let config = crate::config::Config::default();
+        let operator = Operator::new(&config).expect("operator");
+        let recipes = Recipes::parse(RECIPES).expect("recipes");
+        let mut state = PartitionState::new(&recipes);
+        let start = DateTime::from_timestamp(1_790_000_000, 0).expect("time");
+        let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+        for record in Generator::new(11, &config.topics, start, Mix::All).take(3_000) {
+            for output in operator.process(&record, &recipes, &mut state, Utc::now()) {
+                if let Output::Audit(audit) = output {
+                    assert_eq!(audit.canonical(), canonical_from_tree(&audit));
+                    *kinds.entry(audit.kind()).or_default() += 1;
+                }
+            }
+        }
+        assert_eq!(kinds.len(), 3, "every kind of record compared: {kinds:?}");
+    }
 
     #[test]
     fn canonical_json_sorts_keys_at_every_level() {

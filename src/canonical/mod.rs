@@ -13,6 +13,10 @@ use std::fmt::Write as _;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+mod writer;
+
+pub use writer::{write, Error, KeyOrder};
+
 /// The canonical JSON text of `value`.
 pub fn canonical_json(value: &Value) -> String {
     let mut out = String::new();

@@ -1,0 +1,705 @@
+//! Canonical JSON straight from a `Serialize` value, without the `Value` tree.
+//!
+//! [`write`] produces exactly the text [`super::canonical_json`] (or the store's
+//! byte-ordered form) would produce from `serde_json::to_value(value)`: the same
+//! scalars (numbers through `serde_json::Number`, strings escaped as serde_json escapes
+//! them, non-finite floats as `null`), the same shapes for options, enums and bytes, and
+//! every object's keys sorted. Each object is written as it comes and, when its keys
+//! arrived out of order (a struct's fields), its entries are rearranged in place: one
+//! scratch copy per unsorted object instead of a tree of allocations per value.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::fmt::{Display, Write as _};
+use std::ops::Range;
+
+use serde::ser::{self, Serialize};
+
+use super::{utf16_order, write_string};
+
+/// How object keys are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrder {
+    /// By UTF-16 code units (RFC 8785): evidence digests.
+    Utf16,
+    /// By bytes: the store's content digests and hash chain.
+    Bytes,
+}
+
+impl KeyOrder {
+    fn cmp(self, a: &str, b: &str) -> Ordering {
+        match self {
+            KeyOrder::Utf16 => utf16_order(a, b),
+            KeyOrder::Bytes => a.cmp(b),
+        }
+    }
+}
+
+/// A value that cannot be written as canonical JSON (a map key that is not a string,
+/// a number or a bool), or a `Serialize` implementation that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Error(String);
+
+impl ser::Error for Error {
+    fn custom<T: Display>(msg: T) -> Self {
+        Error(msg.to_string())
+    }
+}
+
+/// Appends the canonical JSON of `value` to `out`, leaving out the fields named in
+/// `skip` of its outermost object.
+pub fn write<T: Serialize + ?Sized>(
+    out: &mut String,
+    value: &T,
+    order: KeyOrder,
+    skip: &[&str],
+) -> Result<(), Error> {
+    value.serialize(&mut Writer { out, order, skip })
+}
+
+struct Writer<'a> {
+    out: &'a mut String,
+    order: KeyOrder,
+    /// Fields left out of the next object written; nested objects keep all.
+    skip: &'a [&'a str],
+}
+
+impl<'a> Writer<'a> {
+    fn number(&mut self, n: impl Into<serde_json::Number>) {
+        let _ = write!(self.out, "{}", n.into());
+    }
+
+    fn float(&mut self, f: f64) {
+        match serde_json::Number::from_f64(f) {
+            Some(n) => self.number(n),
+            None => self.out.push_str("null"),
+        }
+    }
+
+    fn object(&mut self) -> Object<'_, 'a> {
+        let start = self.out.len();
+        self.out.push('{');
+        let skip = std::mem::take(&mut self.skip);
+        Object {
+            writer: self,
+            start,
+            skip,
+            entries: Vec::new(),
+            key: None,
+            variant: false,
+        }
+    }
+
+    /// `{"variant":` of an externally tagged enum variant with content.
+    fn variant(&mut self, variant: &str) {
+        self.skip = &[];
+        self.out.push('{');
+        write_string(self.out, variant);
+        self.out.push(':');
+    }
+
+    /// A value nested in this one: it keeps all its fields.
+    fn nested(&mut self) -> Writer<'_> {
+        Writer {
+            out: self.out,
+            order: self.order,
+            skip: &[],
+        }
+    }
+}
+
+/// An object being written: its entries' keys and byte ranges in the output, sorted
+/// when it ends.
+struct Object<'w, 'a> {
+    writer: &'w mut Writer<'a>,
+    start: usize,
+    skip: &'a [&'a str],
+    entries: Vec<(Cow<'static, str>, Range<usize>)>,
+    /// The key of a map entry whose value comes next.
+    key: Option<String>,
+    /// Whether this object is the content of an enum variant (`{"v":{...}}`).
+    variant: bool,
+}
+
+impl Object<'_, '_> {
+    fn entry<T: Serialize + ?Sized>(
+        &mut self,
+        key: Cow<'static, str>,
+        value: &T,
+    ) -> Result<(), Error> {
+        if self.skip.contains(&key.as_ref()) {
+            return Ok(());
+        }
+        if !self.entries.is_empty() {
+            self.writer.out.push(',');
+        }
+        let begin = self.writer.out.len();
+        write_string(self.writer.out, &key);
+        self.writer.out.push(':');
+        value.serialize(&mut self.writer.nested())?;
+        let end = self.writer.out.len();
+        self.entries.push((key, begin..end));
+        Ok(())
+    }
+
+    fn end(self) {
+        let order = self.writer.order;
+        let sorted = self
+            .entries
+            .windows(2)
+            .all(|w| order.cmp(&w[0].0, &w[1].0) != Ordering::Greater);
+        let out = &mut *self.writer.out;
+        if !sorted {
+            let mut entries = self.entries;
+            entries.sort_by(|a, b| order.cmp(&a.0, &b.0));
+            let body = out.split_off(self.start + 1);
+            let base = self.start + 1;
+            for (i, (_, range)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&body[range.start - base..range.end - base]);
+            }
+        }
+        out.push('}');
+        if self.variant {
+            out.push('}');
+        }
+    }
+}
+
+/// Map keys: strings as they are; numbers and bools as their text, as `serde_json`
+/// turns them into object keys.
+struct KeyWriter;
+
+fn key_error() -> Error {
+    Error("key must be a string".into())
+}
+
+macro_rules! key_display {
+    ($($method:ident: $ty:ty),*) => {
+        $(fn $method(self, v: $ty) -> Result<String, Error> {
+            Ok(v.to_string())
+        })*
+    };
+}
+
+impl ser::Serializer for KeyWriter {
+    type Ok = String;
+    type Error = Error;
+    type SerializeSeq = ser::Impossible<String, Error>;
+    type SerializeTuple = ser::Impossible<String, Error>;
+    type SerializeTupleStruct = ser::Impossible<String, Error>;
+    type SerializeTupleVariant = ser::Impossible<String, Error>;
+    type SerializeMap = ser::Impossible<String, Error>;
+    type SerializeStruct = ser::Impossible<String, Error>;
+    type SerializeStructVariant = ser::Impossible<String, Error>;
+
+    key_display!(serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
+        serialize_i64: i64, serialize_i128: i128, serialize_u8: u8, serialize_u16: u16,
+        serialize_u32: u32, serialize_u64: u64, serialize_u128: u128, serialize_char: char);
+
+    fn serialize_str(self, v: &str) -> Result<String, Error> {
+        Ok(v.to_owned())
+    }
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+    ) -> Result<String, Error> {
+        Ok(variant.to_owned())
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<String, Error> {
+        value.serialize(self)
+    }
+    fn serialize_f32(self, _: f32) -> Result<String, Error> {
+        Err(key_error())
+    }
+    fn serialize_f64(self, _: f64) -> Result<String, Error> {
+        Err(key_error())
+    }
+    fn serialize_bytes(self, _: &[u8]) -> Result<String, Error> {
+        Err(key_error())
+    }
+    fn serialize_none(self) -> Result<String, Error> {
+        Err(key_error())
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<String, Error> {
+        Err(key_error())
+    }
+    fn serialize_unit(self) -> Result<String, Error> {
+        Err(key_error())
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<String, Error> {
+        Err(key_error())
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<String, Error> {
+        Err(key_error())
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Error> {
+        Err(key_error())
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Error> {
+        Err(key_error())
+    }
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, Error> {
+        Err(key_error())
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, Error> {
+        Err(key_error())
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Error> {
+        Err(key_error())
+    }
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, Error> {
+        Err(key_error())
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, Error> {
+        Err(key_error())
+    }
+}
+
+/// An array being written.
+struct Array<'w, 'a> {
+    writer: &'w mut Writer<'a>,
+    first: bool,
+    /// Whether this array is the content of an enum variant (`{"v":[...]}`).
+    variant: bool,
+}
+
+impl Array<'_, '_> {
+    fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        if !self.first {
+            self.writer.out.push(',');
+        }
+        self.first = false;
+        value.serialize(&mut self.writer.nested())
+    }
+
+    fn end(self) {
+        self.writer.out.push(']');
+        if self.variant {
+            self.writer.out.push('}');
+        }
+    }
+}
+
+macro_rules! number {
+    ($($method:ident: $ty:ty),*) => {
+        $(fn $method(self, v: $ty) -> Result<(), Error> {
+            self.number(v);
+            Ok(())
+        })*
+    };
+}
+
+impl<'w, 'a> ser::Serializer for &'w mut Writer<'a> {
+    type Ok = ();
+    type Error = Error;
+    type SerializeSeq = Array<'w, 'a>;
+    type SerializeTuple = Array<'w, 'a>;
+    type SerializeTupleStruct = Array<'w, 'a>;
+    type SerializeTupleVariant = Array<'w, 'a>;
+    type SerializeMap = Object<'w, 'a>;
+    type SerializeStruct = Object<'w, 'a>;
+    type SerializeStructVariant = Object<'w, 'a>;
+
+    number!(serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
+        serialize_u8: u8, serialize_u16: u16, serialize_u32: u32, serialize_u64: u64);
+
+    fn serialize_bool(self, v: bool) -> Result<(), Error> {
+        self.out.push_str(if v { "true" } else { "false" });
+        Ok(())
+    }
+    fn serialize_i128(self, v: i128) -> Result<(), Error> {
+        // As `serde_json::to_value`: within 64 bits or an error.
+        match (i64::try_from(v), u64::try_from(v)) {
+            (Ok(v), _) => self.number(v),
+            (_, Ok(v)) => self.number(v),
+            _ => return Err(Error("number out of range".into())),
+        }
+        Ok(())
+    }
+    fn serialize_u128(self, v: u128) -> Result<(), Error> {
+        let v = u64::try_from(v).map_err(|_| Error("number out of range".into()))?;
+        self.number(v);
+        Ok(())
+    }
+    fn serialize_f32(self, v: f32) -> Result<(), Error> {
+        self.float(f64::from(v));
+        Ok(())
+    }
+    fn serialize_f64(self, v: f64) -> Result<(), Error> {
+        self.float(v);
+        Ok(())
+    }
+    fn serialize_char(self, v: char) -> Result<(), Error> {
+        write_string(self.out, v.encode_utf8(&mut [0; 4]));
+        Ok(())
+    }
+    fn serialize_str(self, v: &str) -> Result<(), Error> {
+        write_string(self.out, v);
+        Ok(())
+    }
+    fn serialize_bytes(self, v: &[u8]) -> Result<(), Error> {
+        let mut array = ser::Serializer::serialize_seq(self, Some(v.len()))?;
+        for byte in v {
+            ser::SerializeSeq::serialize_element(&mut array, byte)?;
+        }
+        ser::SerializeSeq::end(array)
+    }
+    fn serialize_none(self) -> Result<(), Error> {
+        self.out.push_str("null");
+        Ok(())
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<(), Error> {
+        self.out.push_str("null");
+        Ok(())
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<(), Error> {
+        self.serialize_unit()
+    }
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+    ) -> Result<(), Error> {
+        self.serialize_str(variant)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        self.variant(variant);
+        value.serialize(&mut self.nested())?;
+        self.out.push('}');
+        Ok(())
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Error> {
+        self.skip = &[];
+        self.out.push('[');
+        Ok(Array {
+            writer: self,
+            first: true,
+            variant: false,
+        })
+    }
+    fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple, Error> {
+        self.serialize_seq(Some(len))
+    }
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeTupleStruct, Error> {
+        self.serialize_seq(Some(len))
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, Error> {
+        self.variant(variant);
+        self.out.push('[');
+        Ok(Array {
+            writer: self,
+            first: true,
+            variant: true,
+        })
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Error> {
+        Ok(self.object())
+    }
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, Error> {
+        Ok(self.object())
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, Error> {
+        self.variant(variant);
+        let mut object = self.object();
+        object.variant = true;
+        Ok(object)
+    }
+}
+
+impl ser::SerializeSeq for Array<'_, '_> {
+    type Ok = ();
+    type Error = Error;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        self.element(value)
+    }
+    fn end(self) -> Result<(), Error> {
+        Array::end(self);
+        Ok(())
+    }
+}
+
+impl ser::SerializeTuple for Array<'_, '_> {
+    type Ok = ();
+    type Error = Error;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        self.element(value)
+    }
+    fn end(self) -> Result<(), Error> {
+        Array::end(self);
+        Ok(())
+    }
+}
+
+impl ser::SerializeTupleStruct for Array<'_, '_> {
+    type Ok = ();
+    type Error = Error;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        self.element(value)
+    }
+    fn end(self) -> Result<(), Error> {
+        Array::end(self);
+        Ok(())
+    }
+}
+
+impl ser::SerializeTupleVariant for Array<'_, '_> {
+    type Ok = ();
+    type Error = Error;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        self.element(value)
+    }
+    fn end(self) -> Result<(), Error> {
+        Array::end(self);
+        Ok(())
+    }
+}
+
+impl ser::SerializeMap for Object<'_, '_> {
+    type Ok = ();
+    type Error = Error;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Error> {
+        self.key = Some(key.serialize(KeyWriter)?);
+        Ok(())
+    }
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        let key = self
+            .key
+            .take()
+            .ok_or_else(|| Error("map value without a key".into()))?;
+        self.entry(Cow::Owned(key), value)
+    }
+    fn end(self) -> Result<(), Error> {
+        Object::end(self);
+        Ok(())
+    }
+}
+
+impl ser::SerializeStruct for Object<'_, '_> {
+    type Ok = ();
+    type Error = Error;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        self.entry(Cow::Borrowed(key), value)
+    }
+    fn end(self) -> Result<(), Error> {
+        Object::end(self);
+        Ok(())
+    }
+}
+
+impl ser::SerializeStructVariant for Object<'_, '_> {
+    type Ok = ();
+    type Error = Error;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        self.entry(Cow::Borrowed(key), value)
+    }
+    fn end(self) -> Result<(), Error> {
+        Object::end(self);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde::Serialize;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::canonical::canonical_json;
+
+    fn written<T: Serialize>(value: &T, order: KeyOrder, skip: &[&str]) -> String {
+        let mut out = String::new();
+        write(&mut out, value, order, skip).expect("writes");
+        out
+    }
+
+    /// What [`canonical_json`] makes of the value's tree.
+    fn from_tree<T: Serialize>(value: &T) -> String {
+        canonical_json(&serde_json::to_value(value).expect("to_value"))
+    }
+
+    #[derive(Serialize)]
+    enum Shape {
+        Unit,
+        Newtype(u8),
+        Tuple(i32, String),
+        Struct { z: bool, a: Option<f64> },
+    }
+
+    #[derive(Serialize)]
+    struct Record {
+        zeta: String,
+        alpha: Vec<Shape>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        skipped: Option<u32>,
+        none: Option<u32>,
+        bytes: serde_bytes_like::Bytes,
+        nested: Nested,
+        by_number: BTreeMap<u64, &'static str>,
+        tuple: (u8, char),
+        floats: [f64; 4],
+        value: Value,
+    }
+
+    #[derive(Serialize)]
+    struct Nested {
+        zeta: i64,
+        event_id: &'static str,
+    }
+
+    /// Bytes serialized as bytes (`serialize_bytes`), as `serde_bytes` would.
+    mod serde_bytes_like {
+        pub(super) struct Bytes(pub(super) Vec<u8>);
+        impl serde::Serialize for Bytes {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(&self.0)
+            }
+        }
+    }
+
+    fn record() -> Record {
+        Record {
+            zeta: "line\nbreak \u{1} \"q\" \\ é \u{1F600}".into(),
+            alpha: vec![
+                Shape::Unit,
+                Shape::Newtype(7),
+                Shape::Tuple(-3, "t".into()),
+                Shape::Struct {
+                    z: true,
+                    a: Some(1.5),
+                },
+                Shape::Struct { z: false, a: None },
+            ],
+            skipped: None,
+            none: None,
+            bytes: serde_bytes_like::Bytes(vec![0, 255, 16]),
+            nested: Nested {
+                zeta: i64::MIN,
+                event_id: "kept: only the outermost object skips",
+            },
+            by_number: BTreeMap::from([(10, "ten"), (9, "nine")]),
+            tuple: (1, 'c'),
+            floats: [1.0, 1e20, f64::NAN, -0.25],
+            value: json!({"\u{FF21}": 1, "\u{1F600}": [u64::MAX, 2.5, null], "b": {"y": {}, "x": []}, "": ""}),
+        }
+    }
+
+    #[test]
+    fn the_text_is_what_canonical_json_makes_of_the_tree() {
+        let record = record();
+        assert_eq!(written(&record, KeyOrder::Utf16, &[]), from_tree(&record));
+        let value = serde_json::to_value(&record).expect("to_value");
+        assert_eq!(
+            written(&value, KeyOrder::Utf16, &[]),
+            canonical_json(&value)
+        );
+    }
+
+    #[test]
+    fn skipped_fields_leave_only_the_outermost_object() {
+        let record = record();
+        let mut tree = serde_json::to_value(&record).expect("to_value");
+        tree.as_object_mut().expect("object").remove("zeta");
+        tree.as_object_mut().expect("object").remove("event_id");
+        let text = written(&record, KeyOrder::Utf16, &["zeta", "event_id"]);
+        assert_eq!(text, canonical_json(&tree));
+        assert!(text.contains("\"nested\":{\"event_id\":"), "{text}");
+    }
+
+    #[test]
+    fn keys_sort_by_utf16_or_by_bytes() {
+        // U+1F600 is a surrogate pair in UTF-16 and sorts before U+FF21 there, after it
+        // by bytes.
+        let value = json!({"\u{FF21}": 1, "\u{1F600}": 2, "a": 3});
+        assert_eq!(
+            written(&value, KeyOrder::Utf16, &[]),
+            "{\"a\":3,\"\u{1F600}\":2,\"\u{FF21}\":1}"
+        );
+        assert_eq!(
+            written(&value, KeyOrder::Bytes, &[]),
+            "{\"a\":3,\"\u{FF21}\":1,\"\u{1F600}\":2}"
+        );
+    }
+
+    #[test]
+    fn a_map_key_that_is_not_text_is_an_error() {
+        let map = BTreeMap::from([((1, 2), "pair")]);
+        let mut out = String::new();
+        assert!(write(&mut out, &map, KeyOrder::Bytes, &[]).is_err());
+        assert!(serde_json::to_value(&map).is_err());
+    }
+}
