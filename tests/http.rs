@@ -105,7 +105,7 @@ async fn rollout_answers_from_the_latest_stored_verdict() {
         .filter_map(|o| o.audit_record().cloned())
         .collect();
     store
-        .write(&StoredRecord::chain(records))
+        .write(StoredRecord::chain(records).into())
         .await
         .expect("stored");
 

@@ -43,7 +43,7 @@ impl<S: AuditStore + ?Sized> WriteRecords for S {
         records: &[AuditRecord],
     ) -> impl std::future::Future<Output = Result<WriteOutcome, StoreError>> + Send {
         let stored = StoredRecord::chain(records.iter().cloned());
-        async move { self.write(&stored).await }
+        async move { self.write(stored.into()).await }
     }
 }
 
@@ -1025,9 +1025,9 @@ mod cases {
         }));
         for i in 0..5 {
             let batch: Vec<StoredRecord> = chains.iter().map(|c| c[i].clone()).collect();
-            store.write(&batch).await.unwrap();
+            store.write(batch.clone().into()).await.unwrap();
         }
-        store.write(&verdicts).await.unwrap();
+        store.write(verdicts.clone().into()).await.unwrap();
         chains.push(verdicts);
 
         let mut expected: Vec<StoredRecord> = chains
@@ -1061,7 +1061,7 @@ mod cases {
         republished.source.offset = 9;
         let republished = AuditRecord::Decision(republished);
         let chain = StoredRecord::chain([first.clone(), republished.clone()]);
-        let outcome = store.write(&chain).await.unwrap();
+        let outcome = store.write(chain.clone().into()).await.unwrap();
         assert_eq!((outcome.written, outcome.conflicts.len()), (1, 1));
         assert_eq!(
             all_entries(store, "acme", 10).await,
@@ -1072,7 +1072,7 @@ mod cases {
         // Another record claiming a stored position does not replace its entry.
         let mut intruder = chain[0].clone();
         intruder.record = AuditRecord::Decision(decision("acme", 0, 2, 0));
-        store.write(&[intruder]).await.unwrap();
+        store.write(Arc::from([intruder])).await.unwrap();
         assert_eq!(all_entries(store, "acme", 10).await, chain);
     }
 

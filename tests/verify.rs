@@ -55,7 +55,7 @@ fn filled_store(dir: &TempDir) -> PathBuf {
     runtime.block_on(async {
         let store = EmbeddedStore::open(&path).expect("store");
         for batch in stored.chunks(16) {
-            store.write(batch).await.expect("write");
+            store.write(batch.into()).await.expect("write");
         }
         let heads: Vec<_> = states
             .values()

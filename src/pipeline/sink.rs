@@ -85,8 +85,9 @@ async fn run(
                 Err(_) => break,
             }
         }
-        write_until_durable(store.as_ref(), &retry, &batch).await?;
-        batch.clear();
+        // Moved, not copied: the store and every retry share the batch.
+        let records: Arc<[StoredRecord]> = std::mem::take(&mut batch).into();
+        write_until_durable(store.as_ref(), &retry, records).await?;
         for done in waiting.drain(..) {
             // The receiver is gone only when its partition was revoked: nothing to tell.
             let _ = done.send(());
@@ -101,12 +102,12 @@ async fn run(
 async fn write_until_durable(
     store: &dyn AuditStore,
     retry: &RetryPolicy,
-    batch: &[StoredRecord],
+    batch: Arc<[StoredRecord]>,
 ) -> Result<WriteOutcome, StoreError> {
     let mut attempt = 0u32;
     loop {
         let started = std::time::Instant::now();
-        match store.write(batch).await {
+        match store.write(batch.clone()).await {
             Ok(outcome) => {
                 metrics::store_written(outcome.written, started.elapsed());
                 metrics::store_duplicates(outcome.duplicates);
@@ -293,15 +294,16 @@ mod tests {
     #[tokio::test]
     async fn a_durable_write_reports_each_conflict_with_both_sources() {
         let store = EmbeddedStore::in_memory().expect("store");
-        let written = write_until_durable(&store, &retry(), &StoredRecord::chain([decision(1)]))
-            .await
-            .expect("durable");
+        let written =
+            write_until_durable(&store, &retry(), StoredRecord::chain([decision(1)]).into())
+                .await
+                .expect("durable");
         assert_eq!(written.written, 1);
 
         let again = write_until_durable(
             &store,
             &retry(),
-            &StoredRecord::chain([republished(1, 40), decision(2)]),
+            StoredRecord::chain([republished(1, 40), decision(2)]).into(),
         )
         .await
         .expect("a conflict is not an error");

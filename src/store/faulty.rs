@@ -172,7 +172,7 @@ impl<S: AuditStore> FaultyStore<S> {
         &self.inner
     }
 
-    async fn try_write(&self, records: &[StoredRecord]) -> Result<WriteOutcome, StoreError> {
+    async fn try_write(&self, records: Arc<[StoredRecord]>) -> Result<WriteOutcome, StoreError> {
         if let Some(delay) = self.faults.stall() {
             tokio::time::sleep(delay).await;
         }
@@ -186,7 +186,7 @@ impl<S: AuditStore> FaultyStore<S> {
 
 #[async_trait::async_trait]
 impl<S: AuditStore> AuditStore for FaultyStore<S> {
-    async fn write(&self, records: &[StoredRecord]) -> Result<WriteOutcome, StoreError> {
+    async fn write(&self, records: Arc<[StoredRecord]>) -> Result<WriteOutcome, StoreError> {
         self.faults.write_calls.fetch_add(1, Ordering::SeqCst);
         let result = self.try_write(records).await;
         let faults = &self.faults;

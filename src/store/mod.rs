@@ -359,8 +359,9 @@ pub trait AuditStore: Send + Sync + 'static {
     /// position wins, and a replay, which rebuilds the same links, writes nothing new.
     ///
     /// Fails only when the store cannot do the call ([`StoreError`]); the caller then
-    /// retries it whole.
-    async fn write(&self, records: &[StoredRecord]) -> Result<WriteOutcome, StoreError>;
+    /// retries it whole, with the same shared batch: a store that writes on another
+    /// thread takes it along without copying the records.
+    async fn write(&self, records: Arc<[StoredRecord]>) -> Result<WriteOutcome, StoreError>;
 
     /// The latest verdict of one contract, if any.
     async fn rollout_status(
@@ -437,7 +438,7 @@ pub trait AuditStore: Send + Sync + 'static {
 /// partition worker and the HTTP server.
 #[async_trait::async_trait]
 impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
-    async fn write(&self, records: &[StoredRecord]) -> Result<WriteOutcome, StoreError> {
+    async fn write(&self, records: Arc<[StoredRecord]>) -> Result<WriteOutcome, StoreError> {
         (**self).write(records).await
     }
 

@@ -797,7 +797,11 @@ fn id_writes(fresh: &[Fresh<'_>], now: DateTime<Utc>) -> Vec<Write> {
 
 #[async_trait::async_trait]
 impl AuditStore for ScyllaStore {
-    async fn write(&self, stored_records: &[StoredRecord]) -> Result<WriteOutcome, StoreError> {
+    async fn write(
+        &self,
+        stored_records: std::sync::Arc<[StoredRecord]>,
+    ) -> Result<WriteOutcome, StoreError> {
+        let stored_records = &stored_records[..];
         if stored_records.is_empty() {
             return Ok(WriteOutcome::default());
         }
