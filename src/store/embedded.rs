@@ -47,8 +47,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const OPEN_RETRY_FOR: Duration = Duration::from_secs(30);
 /// The connection's page cache: 64 MiB (a negative `cache_size` is KiB).
 const CACHE_SIZE_KIB: i64 = -64 * 1024;
-/// Pages of write-ahead log after which a commit copies them back: 64 MiB of 4 KiB pages.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 16 * 1024;
 
 /// A numbered schema change. Applied in order, each in its own transaction together with
 /// the new `user_version`, so a crash mid-migration leaves the previous version intact.
@@ -259,11 +257,6 @@ impl EmbeddedStore {
         // SQLite's default 2 MiB cache, pages were read back from disk and spilled to the
         // log in the middle of a transaction.
         conn.pragma_update(None, "cache_size", CACHE_SIZE_KIB)
-            .map_err(classify)?;
-        // Pages copied back from the log once per 64 MiB of log rather than per 4 MiB: a
-        // page written by many batches is copied once. Durability is the log's fsync at
-        // every commit either way.
-        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
             .map_err(classify)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(classify)?;
         migrate(&mut conn)?;
