@@ -73,6 +73,7 @@ pub(crate) mod schema;
 pub(crate) mod statements;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -797,10 +798,7 @@ fn id_writes(fresh: &[Fresh<'_>], now: DateTime<Utc>) -> Vec<Write> {
 
 #[async_trait::async_trait]
 impl AuditStore for ScyllaStore {
-    async fn write(
-        &self,
-        stored_records: std::sync::Arc<[StoredRecord]>,
-    ) -> Result<WriteOutcome, StoreError> {
+    async fn write(&self, stored_records: Arc<[StoredRecord]>) -> Result<WriteOutcome, StoreError> {
         let stored_records = &stored_records[..];
         if stored_records.is_empty() {
             return Ok(WriteOutcome::default());
