@@ -34,6 +34,7 @@ use super::checkpoints::{Schedule, Snapshot};
 use super::offsets::{Progress, TopicPartition};
 use super::worker::{PipelineError, Shared};
 use super::PartitionState;
+use crate::chain::ChainHead;
 use crate::kafka::consumer::RebalanceHook;
 use crate::kafka::producer::OutputProducer;
 use crate::kafka::ConsumerGroupMetadata;
@@ -95,17 +96,32 @@ impl Saver {
 
     /// Saves `snapshot` in the background; the outcome arrives on the outcome channel.
     pub fn spawn(&self, tp: TopicPartition, snapshot: Snapshot) {
-        let checkpoint = self.checkpoint(&tp, &snapshot);
+        self.spawn_all(vec![(tp, snapshot)]);
+    }
+
+    /// Saves the snapshots of several partitions in the background with one store call
+    /// (one commit, where the store can); an outcome per partition arrives on the
+    /// outcome channel.
+    pub fn spawn_all(&self, saves: Vec<(TopicPartition, Snapshot)>) {
+        if saves.is_empty() {
+            return;
+        }
+        let checkpoints: Vec<(Checkpoint, Vec<ChainHead>)> = saves
+            .iter()
+            .map(|(tp, snapshot)| (self.checkpoint(tp, snapshot), snapshot.heads.clone()))
+            .collect();
         let store = self.store.clone();
         let outcomes = self.outcomes.clone();
         self.handle.spawn(async move {
-            let result = save(store.as_ref(), &checkpoint, &snapshot).await;
-            let _ = outcomes.send(SaveOutcome {
-                tp,
-                snapshot,
-                saved_at: checkpoint.saved_at,
-                result,
-            });
+            let result = store.save_checkpoints(&checkpoints).await;
+            for ((tp, snapshot), (checkpoint, _)) in saves.into_iter().zip(&checkpoints) {
+                let _ = outcomes.send(SaveOutcome {
+                    tp,
+                    snapshot,
+                    saved_at: checkpoint.saved_at,
+                    result: result.clone(),
+                });
+            }
         });
     }
 
@@ -113,21 +129,12 @@ impl Saver {
     /// final commit).
     pub async fn save(&self, tp: &TopicPartition, snapshot: &Snapshot) -> Result<(), StoreError> {
         let checkpoint = self.checkpoint(tp, snapshot);
-        save(self.store.as_ref(), &checkpoint, snapshot).await?;
+        self.store
+            .save_checkpoints(&[(checkpoint, snapshot.heads.clone())])
+            .await?;
         metrics::checkpoint_saved(&tp.0, tp.1, snapshot.next_offset);
         Ok(())
     }
-}
-
-/// Saves a checkpoint, then the chain heads it covers: a stored head never reaches past
-/// a checkpoint a restore could resume from.
-async fn save(
-    store: &dyn AuditStore,
-    checkpoint: &Checkpoint,
-    snapshot: &Snapshot,
-) -> Result<(), StoreError> {
-    store.save_checkpoint(checkpoint).await?;
-    store.save_chain_heads(&snapshot.heads).await
 }
 
 /// The pipeline's [`RebalanceHook`]: restores checkpoints on assign, saves on revoke.

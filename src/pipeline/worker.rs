@@ -406,11 +406,14 @@ impl Worker {
                 schedule.hold(&tp, Snapshot::of(&state, position));
             }
         }
-        for tp in schedule.due() {
-            if let Some(snapshot) = schedule.take_save(&tp) {
-                saver.spawn(tp, snapshot);
-            }
-        }
+        // One store call for all partitions due: one commit, not one per partition,
+        // on the connection the sink writes audit records on.
+        let due: Vec<(TopicPartition, Snapshot)> = schedule
+            .due()
+            .into_iter()
+            .filter_map(|tp| schedule.take_save(&tp).map(|snapshot| (tp, snapshot)))
+            .collect();
+        saver.spawn_all(due);
         if let Some(oldest) = schedule.oldest_durable() {
             metrics::checkpoint_age((Utc::now() - oldest).to_std().unwrap_or_default());
         }

@@ -417,6 +417,56 @@ fn write_records(
     Ok(outcome)
 }
 
+/// Keeps `checkpoint` unless a greater `next_offset` is stored for its partition.
+fn upsert_checkpoint(conn: &Connection, checkpoint: &Checkpoint) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO stream_checkpoints (consumer_group, topic, kafka_partition,
+             next_offset, state, saved_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (consumer_group, topic, kafka_partition) DO UPDATE SET
+             next_offset = excluded.next_offset,
+             state = excluded.state,
+             saved_at = excluded.saved_at
+         WHERE excluded.next_offset >= stream_checkpoints.next_offset",
+    )?
+    .execute(params![
+        checkpoint.group,
+        checkpoint.topic,
+        checkpoint.partition,
+        checkpoint.next_offset,
+        checkpoint.state,
+        timestamp(&checkpoint.saved_at),
+    ])?;
+    Ok(())
+}
+
+/// Keeps each of `heads` unless a head of the same chain with more records is stored.
+fn upsert_chain_heads(conn: &Connection, heads: &[ChainHead]) -> rusqlite::Result<()> {
+    for head in heads {
+        conn.prepare_cached(
+            "INSERT INTO chain_heads (tenant_id, source_topic, source_partition,
+                 records, last_hash, first_offset, last_offset)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (tenant_id, source_topic, source_partition) DO UPDATE SET
+                 records = excluded.records,
+                 last_hash = excluded.last_hash,
+                 first_offset = excluded.first_offset,
+                 last_offset = excluded.last_offset
+             WHERE excluded.records > chain_heads.records",
+        )?
+        .execute(params![
+            head.key.tenant_id,
+            head.key.topic,
+            head.key.partition,
+            i64::try_from(head.records).unwrap_or(i64::MAX),
+            head.last_hash,
+            head.first_offset,
+            head.last_offset,
+        ])?;
+    }
+    Ok(())
+}
+
 fn insert_decision(
     tx: &Transaction<'_>,
     d: &AuditDecision,
@@ -895,29 +945,24 @@ impl AuditStore for EmbeddedStore {
 
     async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let checkpoint = checkpoint.clone();
+        self.call(move |conn| upsert_checkpoint(conn, &checkpoint).map_err(classify))
+            .await
+    }
+
+    async fn save_checkpoints(
+        &self,
+        saves: &[(Checkpoint, Vec<ChainHead>)],
+    ) -> Result<(), StoreError> {
+        let saves = saves.to_vec();
         self.call(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO stream_checkpoints (consumer_group, topic, kafka_partition,
-                     next_offset, state, saved_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (consumer_group, topic, kafka_partition) DO UPDATE SET
-                     next_offset = excluded.next_offset,
-                     state = excluded.state,
-                     saved_at = excluded.saved_at
-                 WHERE excluded.next_offset >= stream_checkpoints.next_offset",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    checkpoint.group,
-                    checkpoint.topic,
-                    checkpoint.partition,
-                    checkpoint.next_offset,
-                    checkpoint.state,
-                    timestamp(&checkpoint.saved_at),
-                ])
-            })
-            .map_err(classify)?;
-            Ok(())
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(classify)?;
+            for (checkpoint, heads) in &saves {
+                upsert_checkpoint(&tx, checkpoint).map_err(classify)?;
+                upsert_chain_heads(&tx, heads).map_err(classify)?;
+            }
+            tx.commit().map_err(classify)
         })
         .await
     }
@@ -1007,31 +1052,7 @@ impl AuditStore for EmbeddedStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(classify)?;
-            for head in &heads {
-                tx.prepare_cached(
-                    "INSERT INTO chain_heads (tenant_id, source_topic, source_partition,
-                         records, last_hash, first_offset, last_offset)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (tenant_id, source_topic, source_partition) DO UPDATE SET
-                         records = excluded.records,
-                         last_hash = excluded.last_hash,
-                         first_offset = excluded.first_offset,
-                         last_offset = excluded.last_offset
-                     WHERE excluded.records > chain_heads.records",
-                )
-                .and_then(|mut stmt| {
-                    stmt.execute(params![
-                        head.key.tenant_id,
-                        head.key.topic,
-                        head.key.partition,
-                        i64::try_from(head.records).unwrap_or(i64::MAX),
-                        head.last_hash,
-                        head.first_offset,
-                        head.last_offset,
-                    ])
-                })
-                .map_err(classify)?;
-            }
+            upsert_chain_heads(&tx, &heads).map_err(classify)?;
             tx.commit().map_err(classify)
         })
         .await
@@ -1161,6 +1182,52 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(loaded, Some(checkpoint));
+    }
+
+    #[tokio::test]
+    async fn checkpoints_of_several_partitions_are_saved_in_one_call_and_never_go_back() {
+        let store = EmbeddedStore::in_memory().unwrap();
+        let at = Utc.timestamp_opt(1_740_830_400, 0).unwrap();
+        let save = |partition: i32, next_offset: i64| {
+            let checkpoint = Checkpoint {
+                group: "g".into(),
+                topic: "audit.validation.v1".into(),
+                partition,
+                next_offset,
+                state: vec![u8::try_from(next_offset).unwrap()],
+                saved_at: at,
+            };
+            let head = ChainHead {
+                key: ChainKey {
+                    tenant_id: "acme".into(),
+                    topic: "audit.validation.v1".into(),
+                    partition,
+                },
+                records: u64::try_from(next_offset).unwrap(),
+                last_hash: format!("hash-{partition}-{next_offset}"),
+                first_offset: 0,
+                last_offset: next_offset - 1,
+            };
+            (checkpoint, vec![head])
+        };
+        let first = vec![save(0, 10), save(1, 20), save(2, 30)];
+        store.save_checkpoints(&first).await.unwrap();
+        // Partition 1 goes back: its stored checkpoint and head stay.
+        let second = vec![save(0, 11), save(1, 5), save(2, 31)];
+        store.save_checkpoints(&second).await.unwrap();
+        let offsets = [11, 20, 31];
+        for (partition, next_offset) in (0..).zip(offsets) {
+            let loaded = store
+                .load_checkpoint("g", "audit.validation.v1", partition)
+                .await
+                .unwrap()
+                .expect("saved");
+            assert_eq!(loaded, save(partition, next_offset).0);
+        }
+        let mut heads = store.chain_heads("acme").await.unwrap();
+        heads.sort_by_key(|h| h.key.partition);
+        let expected: Vec<ChainHead> = (0..).zip(offsets).flat_map(|(p, o)| save(p, o).1).collect();
+        assert_eq!(heads, expected);
     }
 
     #[test]

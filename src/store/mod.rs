@@ -320,7 +320,7 @@ pub struct Conflict {
 }
 
 /// Why a store call failed, and therefore what the caller does about it.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     /// The store cannot be reached or is overloaded: retry with backoff, and pause
     /// consumption meanwhile.
@@ -424,6 +424,23 @@ pub trait AuditStore: Send + Sync + 'static {
     /// never reaches past what a restore resumes from.
     async fn save_chain_heads(&self, heads: &[ChainHead]) -> Result<(), StoreError>;
 
+    /// Saves several partitions' checkpoints, each followed by its chain heads (so a
+    /// stored head never reaches past a checkpoint a restore could resume from), as
+    /// [`AuditStore::save_checkpoint`] and [`AuditStore::save_chain_heads`] would. This
+    /// default makes those calls one by one; a store that can make them one durable
+    /// commit does (the embedded store: one transaction, one `fsync`, instead of two per
+    /// partition).
+    async fn save_checkpoints(
+        &self,
+        saves: &[(Checkpoint, Vec<ChainHead>)],
+    ) -> Result<(), StoreError> {
+        for (checkpoint, heads) in saves {
+            self.save_checkpoint(checkpoint).await?;
+            self.save_chain_heads(heads).await?;
+        }
+        Ok(())
+    }
+
     /// The stored chain heads of one tenant.
     async fn chain_heads(&self, tenant_id: &str) -> Result<Vec<ChainHead>, StoreError>;
 
@@ -503,6 +520,13 @@ impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
 
     async fn save_chain_heads(&self, heads: &[ChainHead]) -> Result<(), StoreError> {
         (**self).save_chain_heads(heads).await
+    }
+
+    async fn save_checkpoints(
+        &self,
+        saves: &[(Checkpoint, Vec<ChainHead>)],
+    ) -> Result<(), StoreError> {
+        (**self).save_checkpoints(saves).await
     }
 
     async fn chain_heads(&self, tenant_id: &str) -> Result<Vec<ChainHead>, StoreError> {
