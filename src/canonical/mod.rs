@@ -15,12 +15,35 @@ use sha2::{Digest, Sha256};
 
 mod writer;
 
-pub use writer::{write, Error, KeyOrder};
+pub use writer::{write, Error};
+
+/// How object keys are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrder {
+    /// By UTF-16 code units (RFC 8785): evidence digests.
+    Utf16,
+    /// By bytes: the store's content digests and hash chain.
+    Bytes,
+}
+
+impl KeyOrder {
+    fn cmp(self, a: &str, b: &str) -> Ordering {
+        match self {
+            KeyOrder::Utf16 => utf16_order(a, b),
+            KeyOrder::Bytes => a.cmp(b),
+        }
+    }
+}
 
 /// The canonical JSON text of `value`.
 pub fn canonical_json(value: &Value) -> String {
+    canonical_json_by(value, KeyOrder::Utf16)
+}
+
+/// The canonical JSON text of `value`, object keys in `order`.
+pub fn canonical_json_by(value: &Value, order: KeyOrder) -> String {
     let mut out = String::new();
-    write_value(&mut out, value);
+    write_value(&mut out, value, order);
     out
 }
 
@@ -29,7 +52,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn write_value(out: &mut String, value: &Value) {
+fn write_value(out: &mut String, value: &Value, order: KeyOrder) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -44,13 +67,13 @@ fn write_value(out: &mut String, value: &Value) {
                 if i > 0 {
                     out.push(',');
                 }
-                write_value(out, item);
+                write_value(out, item, order);
             }
             out.push(']');
         }
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|(a, _), (b, _)| utf16_order(a, b));
+            entries.sort_by(|(a, _), (b, _)| order.cmp(a, b));
             out.push('{');
             for (i, (key, item)) in entries.into_iter().enumerate() {
                 if i > 0 {
@@ -58,7 +81,7 @@ fn write_value(out: &mut String, value: &Value) {
                 }
                 write_string(out, key);
                 out.push(':');
-                write_value(out, item);
+                write_value(out, item, order);
             }
             out.push('}');
         }

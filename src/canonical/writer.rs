@@ -1,7 +1,7 @@
 //! Canonical JSON straight from a `Serialize` value, without the `Value` tree.
 //!
-//! [`write`] produces exactly the text [`super::canonical_json`] (or the store's
-//! byte-ordered form) would produce from `serde_json::to_value(value)`: the same
+//! [`write`] produces exactly the text [`super::canonical_json_by`] would produce from
+//! `serde_json::to_value(value)`: the same
 //! scalars (numbers through `serde_json::Number`, strings escaped as serde_json escapes
 //! them, non-finite floats as `null`), the same shapes for options, enums and bytes, and
 //! every object's keys sorted. Each object is written as it comes and, when its keys
@@ -15,25 +15,7 @@ use std::ops::Range;
 
 use serde::ser::{self, Serialize};
 
-use super::{utf16_order, write_string};
-
-/// How object keys are ordered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyOrder {
-    /// By UTF-16 code units (RFC 8785): evidence digests.
-    Utf16,
-    /// By bytes: the store's content digests and hash chain.
-    Bytes,
-}
-
-impl KeyOrder {
-    fn cmp(self, a: &str, b: &str) -> Ordering {
-        match self {
-            KeyOrder::Utf16 => utf16_order(a, b),
-            KeyOrder::Bytes => a.cmp(b),
-        }
-    }
-}
+use super::{write_string, KeyOrder};
 
 /// A value that cannot be written as canonical JSON (a map key that is not a string,
 /// a number or a bool), or a `Serialize` implementation that failed.

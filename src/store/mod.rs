@@ -550,56 +550,7 @@ mod tests {
     /// JSON text with object keys sorted (by bytes) at every level: how content digests
     /// were made from a `Value` tree, the oracle of [`AuditRecord::canonical`].
     fn canonical_json(value: &Value) -> String {
-        let mut out = String::with_capacity(1024);
-        write_sorted(&mut out, value);
-        out
-    }
-
-    fn write_sorted(out: &mut String, value: &Value) {
-        match value {
-            Value::Object(fields) => {
-                let mut entries: Vec<(&String, &Value)> = fields.iter().collect();
-                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                out.push('{');
-                for (i, (key, item)) in entries.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write_json_string(out, key);
-                    out.push(':');
-                    write_sorted(out, item);
-                }
-                out.push('}');
-            }
-            Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write_sorted(out, item);
-                }
-                out.push(']');
-            }
-            Value::String(s) => write_json_string(out, s),
-            Value::Null => out.push_str("null"),
-            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Value::Number(n) => {
-                use std::fmt::Write as _;
-                let _ = write!(out, "{n}");
-            }
-        }
-    }
-
-    /// A JSON string as serde_json writes it.
-    fn write_json_string(out: &mut String, s: &str) {
-        if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-            out.push('"');
-            out.push_str(s);
-            out.push('"');
-        } else {
-            out.push_str(&Value::from(s).to_string());
-        }
+        canonical::canonical_json_by(value, KeyOrder::Bytes)
     }
 
     /// [`AuditRecord::canonical`] as it was made from `serde_json::to_value` trees.
