@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 mod writer;
 
-pub use writer::{write, Error};
+pub use writer::{to_json, write, Error};
 
 /// How object keys are ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +91,8 @@ fn write_value(out: &mut String, value: &Value, order: KeyOrder) {
 fn write_string(out: &mut String, s: &str) {
     // Most keys and values need no escape: copy them as they are, without the
     // allocation of a serializer's output (this is the hot path of evidence digests).
-    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    if !needs_escape(s) {
+        out.reserve(s.len() + 2);
         out.push('"');
         out.push_str(s);
         out.push('"');
@@ -102,6 +103,32 @@ fn write_string(out: &mut String, s: &str) {
         Ok(escaped) => out.push_str(&escaped),
         Err(_) => out.push_str("\"\""),
     }
+}
+
+/// Whether JSON must escape a byte of `s`: a control character, `"` or `\`. Eight bytes
+/// at a time: a byte below 0x20 makes `word - 0x2020..` borrow into its top bit where
+/// the byte's own top bit is clear, and a byte equal to `"` or `\` is a zero byte of
+/// `word ^ pattern`, found the same way (exact for "is there such a byte", the classic
+/// SWAR test).
+fn needs_escape(s: &str) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOPS: u64 = 0x8080_8080_8080_8080;
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & TOPS;
+    let mut chunks = s.as_bytes().chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(bytes);
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        if below(word, 0x20) | below(quote, 1) | below(backslash, 1) != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// Order of two keys by UTF-16 code units. It differs from byte (code point) order only

@@ -17,7 +17,7 @@ use crate::record::Record;
 use crate::schema::SchemaError;
 use crate::store::{AuditRecord, StoredRecord};
 use crate::validation::{self, CounterLimits, Recipes, ValidationState};
-use crate::{contract, coordination, metrics};
+use crate::{canonical, contract, coordination, metrics};
 
 /// Operator state of one input partition; checkpointed with the offset it covers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,12 +77,12 @@ impl Output {
             Output::Audit(AuditRecord::Decision(d)) => (
                 &topics.decisions,
                 Some(format!("{}:{}", d.tenant_id, d.process)),
-                serde_json::to_vec(d),
+                canonical::to_json(d),
             ),
             Output::Audit(AuditRecord::Verdict { verdict, .. }) => (
                 &topics.verdicts,
                 Some(format!("{}:{}", verdict.tenant_id, verdict.contract_id)),
-                serde_json::to_vec(verdict),
+                canonical::to_json(verdict),
             ),
             Output::Audit(AuditRecord::Coordination(_)) => return None,
             Output::DeadLetter(dl) => (
@@ -91,14 +91,16 @@ impl Output {
                     "{}/{}/{}",
                     dl.source.topic, dl.source.partition, dl.source.offset
                 )),
-                serde_json::to_vec(dl),
+                canonical::to_json(dl),
             ),
         };
         Some(Publication {
             topic: topic.clone(),
             key,
             // Serializing these plain structs cannot fail: no maps with non-string keys.
-            payload: payload.expect("output events serialize to JSON"),
+            payload: payload
+                .expect("output events serialize to JSON")
+                .into_bytes(),
         })
     }
 

@@ -184,9 +184,9 @@ impl AuditRecord {
     /// The full record as JSON, exactly as published.
     pub fn to_json(&self) -> Result<String, StoreError> {
         let json = match self {
-            AuditRecord::Decision(d) => serde_json::to_string(d),
-            AuditRecord::Verdict { verdict, .. } => serde_json::to_string(verdict),
-            AuditRecord::Coordination(c) => serde_json::to_string(c),
+            AuditRecord::Decision(d) => canonical::to_json(d),
+            AuditRecord::Verdict { verdict, .. } => canonical::to_json(verdict),
+            AuditRecord::Coordination(c) => canonical::to_json(c),
         };
         json.map_err(|e| StoreError::Permanent(format!("cannot serialize audit record: {e}")))
     }
@@ -595,15 +595,34 @@ mod tests {
         let mut state = PartitionState::new(&recipes);
         let start = DateTime::from_timestamp(1_790_000_000, 0).expect("time");
         let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+        let mut dead_letters = 0;
         for record in Generator::new(11, &config.topics, start, Mix::All).take(3_000) {
             for output in operator.process(&record, &recipes, &mut state, Utc::now()) {
-                if let Output::Audit(audit) = output {
-                    assert_eq!(audit.canonical(), canonical_from_tree(&audit));
-                    *kinds.entry(audit.kind()).or_default() += 1;
+                // The published and stored JSON is serde_json's text, written faster.
+                let serde_text = match &output {
+                    Output::Audit(AuditRecord::Decision(d)) => serde_json::to_string(d),
+                    Output::Audit(AuditRecord::Verdict { verdict, .. }) => {
+                        serde_json::to_string(verdict)
+                    }
+                    Output::Audit(AuditRecord::Coordination(c)) => serde_json::to_string(c),
+                    Output::DeadLetter(dl) => serde_json::to_string(dl),
+                }
+                .expect("serializes");
+                if let Some(publication) = output.publication(&config.topics) {
+                    assert_eq!(publication.payload, serde_text.as_bytes());
+                }
+                match output {
+                    Output::Audit(audit) => {
+                        assert_eq!(audit.canonical(), canonical_from_tree(&audit));
+                        assert_eq!(audit.to_json().expect("json"), serde_text);
+                        *kinds.entry(audit.kind()).or_default() += 1;
+                    }
+                    Output::DeadLetter(_) => dead_letters += 1,
                 }
             }
         }
         assert_eq!(kinds.len(), 3, "every kind of record compared: {kinds:?}");
+        assert!(dead_letters > 0, "dead letters compared too");
     }
 
     #[test]
