@@ -1,7 +1,7 @@
 //! Record → typed input event, or a dead letter with its error class (SPEC §6).
 //!
-//! Order of checks: topic, size, UTF-8 and JSON, schema, supported `schema_version`,
-//! typed decode, message key. The first failure decides the error class; the payload is
+//! Order of checks: topic, size, UTF-8 and JSON, schema, typed decode, supported
+//! `schema_version`, message key. The first failure decides the error class; the payload is
 //! kept in the dead letter so nothing is lost (up to
 //! [`DEAD_LETTER_MAX_PAYLOAD_BYTES`], so that the dead letter itself can be published).
 //!
@@ -24,6 +24,13 @@
 //! limit of their own: every element costs at least two bytes of payload, so the byte
 //! limit bounds them (and the parsed value) too. Messages are cut to
 //! [`MAX_MESSAGE_CHARS`] characters, so a dead letter stays small whatever the payload.
+//!
+//! A record is first read straight into its serde type, in one pass over the text
+//! (`Decoder::decode_direct`). Only where that reading fails, or cannot vouch for the
+//! result (fields the types do not name, nesting near the limit), is the record parsed
+//! as a document, checked against the schema and converted (`Decoder::decode_checked`),
+//! which also words every dead letter. Tests prove that whenever the direct reading gives
+//! an event, the checked one gives the same event.
 
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
@@ -31,12 +38,13 @@ use serde_json::Value;
 
 use crate::config::{IngestConfig, TopicsConfig};
 use crate::event::{
-    output_id, DeadLetter, DeadLetterSource, ErrorClass, InputEvent, OutputKind, SCHEMA_VERSION,
+    output_id, with_value_depth, DeadLetter, DeadLetterSource, ErrorClass, InputEvent, ObjectOnly,
+    OutputKind, SCHEMA_VERSION,
 };
 use crate::record::Record;
 use crate::schema::{SchemaError, SchemaKind, Schemas};
 
-mod json;
+pub(crate) mod json;
 
 /// Characters of a dead-letter message at most. Messages quote parts of the payload
 /// (keys, values); the payload itself is in the dead letter already.
@@ -137,6 +145,51 @@ impl Decoder {
         let text = std::str::from_utf8(&record.payload).map_err(|e| {
             DecodeError::new(ErrorClass::NotJson, format!("payload is not UTF-8: {e}"))
         })?;
+        let event = match self.decode_direct(kind, text) {
+            Some(event) => event,
+            None => self.decode_checked(kind, text)?,
+        };
+        let expected = event.expected_key();
+        match record.key_str() {
+            Some(key) if key == expected => Ok(event),
+            Some(_) => Err(DecodeError::new(
+                ErrorClass::Semantic,
+                format!("message key does not match the event; expected {expected:?}"),
+            )),
+            None => Err(DecodeError::new(
+                ErrorClass::Semantic,
+                format!("message key is missing or not UTF-8; expected {expected:?}"),
+            )),
+        }
+    }
+
+    /// The event read straight from the text into its type, or `None` when the text
+    /// needs [`Decoder::decode_checked`]: the typed reading is only taken when the
+    /// checked one would give the same event.
+    ///
+    /// The serde types accept exactly what the schemas accept (`event::strict`, proved
+    /// by the `contracts` test and the differential tests below). What serde cannot see
+    /// is left to the checked path: fields the types do not name, whose values serde
+    /// skips without looking for duplicate keys, and nesting that may reach the limit
+    /// (the `Value` fields get the limit less [`TYPED_DEPTH`]). Any error (syntax, a
+    /// duplicate field, a number out of range, a schema violation, an unsupported
+    /// `schema_version`) also goes to the checked path, which classifies it and words
+    /// the dead letter.
+    fn decode_direct(&self, kind: InputKind, text: &str) -> Option<InputEvent> {
+        let value_depth = self.max_nesting_depth.checked_sub(TYPED_DEPTH)?;
+        let event = with_value_depth(value_depth, || {
+            Some(match kind {
+                InputKind::Validation => InputEvent::Validation(direct(text)?),
+                InputKind::Execution => InputEvent::Execution(Box::new(direct(text)?)),
+                InputKind::Coordination => InputEvent::Coordination(direct(text)?),
+            })
+        })?;
+        (event.schema_version() == SCHEMA_VERSION).then_some(event)
+    }
+
+    /// The event through the parsed document: duplicate keys, depth and numbers checked
+    /// while parsing, then the schema, then the typed conversion.
+    fn decode_checked(&self, kind: InputKind, text: &str) -> Result<InputEvent, DecodeError> {
         let value = json::parse(text, self.max_nesting_depth).map_err(|e| {
             let class = match e {
                 json::ParseError::TooDeep { .. } => ErrorClass::Oversize,
@@ -155,36 +208,36 @@ impl Decoder {
         self.schemas
             .validate(kind.schema(), &value)
             .map_err(|e| DecodeError::new(ErrorClass::Schema, e))?;
-        match value.get("schema_version").and_then(Value::as_u64) {
-            Some(v) if v == u64::from(SCHEMA_VERSION) => {}
-            other => {
-                return Err(DecodeError::new(
-                    ErrorClass::Schema,
-                    format!(
-                        "unsupported schema_version {}; this release reads {SCHEMA_VERSION}",
-                        other.map_or_else(|| "(missing)".to_string(), |v| v.to_string())
-                    ),
-                ))
-            }
-        }
         let event = match kind {
             InputKind::Validation => InputEvent::Validation(typed(value)?),
             InputKind::Execution => InputEvent::Execution(Box::new(typed(value)?)),
             InputKind::Coordination => InputEvent::Coordination(typed(value)?),
         };
-        let expected = event.expected_key();
-        match record.key_str() {
-            Some(key) if key == expected => Ok(event),
-            Some(_) => Err(DecodeError::new(
-                ErrorClass::Semantic,
-                format!("message key does not match the event; expected {expected:?}"),
-            )),
-            None => Err(DecodeError::new(
-                ErrorClass::Semantic,
-                format!("message key is missing or not UTF-8; expected {expected:?}"),
+        // After the typed reading, which takes `1.0` for 1 as the schema does.
+        match event.schema_version() {
+            SCHEMA_VERSION => Ok(event),
+            other => Err(DecodeError::new(
+                ErrorClass::Schema,
+                format!("unsupported schema_version {other}; this release reads {SCHEMA_VERSION}"),
             )),
         }
     }
+}
+
+/// How deep the event types nest objects and arrays of their own, at most: an execution
+/// event's `step_results[].output` is the fourth level. Their `Value` fields sit at most
+/// this deep, so a document whose `Value` fields nest at most `limit - TYPED_DEPTH`
+/// levels of their own nests at most `limit` levels in all.
+const TYPED_DEPTH: usize = 4;
+
+/// `T` from JSON text, or `None` on any error or on a field `T` does not name.
+fn direct<T: DeserializeOwned>(text: &str) -> Option<T> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let mut unnamed = false;
+    let value = serde_ignored::deserialize(ObjectOnly(&mut deserializer), |_| unnamed = true);
+    let value = value.ok()?;
+    deserializer.end().ok()?;
+    (!unnamed).then_some(value)
 }
 
 fn typed<T: DeserializeOwned>(value: Value) -> Result<T, DecodeError> {
@@ -672,6 +725,14 @@ mod tests {
         /// The property itself: no panic (the test harness catches one), and a failure
         /// is a dead letter whose class, message and wire form are all usable.
         fn check(d: &Decoder, schemas: &Schemas, record: &Record) -> Result<(), TestCaseError> {
+            if let (Some(kind), Ok(text)) = (
+                d.kind_of(&record.topic),
+                std::str::from_utf8(&record.payload),
+            ) {
+                if let Some(direct) = d.decode_direct(kind, text) {
+                    prop_assert_eq!(d.decode_checked(kind, text), Ok(direct));
+                }
+            }
             if let Err(error) = d.decode(record) {
                 prop_assert!(!error.message.trim().is_empty(), "{error:?}");
                 prop_assert!(ErrorClass::ALL.contains(&error.class));
@@ -752,6 +813,391 @@ mod tests {
                 let decoded = d.decode(&record(topic, Some(key), payload));
                 assert!(decoded.is_ok(), "{topic}: {decoded:?}");
             }
+        }
+    }
+
+    /// The direct reading (`decode_direct`) against the checked one (`decode_checked`):
+    /// whenever the direct reading gives an event, the checked one gives the same event.
+    /// Documents are the schema examples, valid and invalid, edited as JSON: values
+    /// replaced, keys removed or added (an existing key added again is a duplicate key in
+    /// the text), values nested deeper.
+    mod direct_reading {
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        use super::*;
+
+        const KINDS: [(&str, InputKind); 3] = [
+            ("validation-event", InputKind::Validation),
+            ("execution-event", InputKind::Execution),
+            ("coordination-event", InputKind::Coordination),
+        ];
+
+        /// Every example of the three input kinds, valid and invalid, that is JSON.
+        fn seeds() -> &'static [(InputKind, String, Value)] {
+            static SEEDS: std::sync::LazyLock<Vec<(InputKind, String, Value)>> =
+                std::sync::LazyLock::new(|| {
+                    let root =
+                        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/examples");
+                    let mut seeds = Vec::new();
+                    for validity in ["valid", "invalid"] {
+                        for (dir, kind) in KINDS {
+                            let mut files: Vec<_> =
+                                std::fs::read_dir(root.join(validity).join(dir))
+                                    .expect("examples")
+                                    .map(|entry| entry.expect("example").path())
+                                    .collect();
+                            files.sort();
+                            for file in files {
+                                let text = std::fs::read_to_string(&file).expect("example");
+                                if let Ok(value) = serde_json::from_str(&text) {
+                                    seeds.push((kind, file.display().to_string(), value));
+                                }
+                            }
+                        }
+                    }
+                    seeds
+                });
+            &SEEDS
+        }
+
+        fn decoders() -> &'static [Decoder; 2] {
+            static DECODERS: std::sync::LazyLock<[Decoder; 2]> = std::sync::LazyLock::new(|| {
+                let with_depth = |max_nesting_depth| {
+                    Decoder::new(
+                        &TopicsConfig::default(),
+                        &IngestConfig {
+                            max_nesting_depth,
+                            ..IngestConfig::default()
+                        },
+                    )
+                    .expect("schemas compile")
+                };
+                [with_depth(64), with_depth(7)]
+            });
+            &DECODERS
+        }
+
+        /// Where a node sits: keys and indexes from the root.
+        #[derive(Debug, Clone)]
+        enum Step {
+            Key(String),
+            Index(usize),
+        }
+
+        fn paths(value: &Value, at: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
+            out.push(at.clone());
+            match value {
+                Value::Object(map) => {
+                    for (key, member) in map {
+                        at.push(Step::Key(key.clone()));
+                        paths(member, at, out);
+                        at.pop();
+                    }
+                }
+                Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        at.push(Step::Index(i));
+                        paths(item, at, out);
+                        at.pop();
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        fn node<'v>(value: &'v mut Value, path: &[Step]) -> &'v mut Value {
+            path.iter().fold(value, |node, step| match step {
+                Step::Key(key) => &mut node[key.as_str()],
+                Step::Index(i) => &mut node[*i],
+            })
+        }
+
+        /// One edit of a document.
+        #[derive(Debug, Clone)]
+        enum Edit {
+            Replace {
+                at: usize,
+                with: Value,
+            },
+            Remove {
+                at: usize,
+            },
+            /// Adds `key` to an object; an existing key is written a second time.
+            Add {
+                at: usize,
+                key: String,
+                with: Value,
+            },
+            Nest {
+                at: usize,
+                levels: usize,
+            },
+        }
+
+        fn leaf() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_map(
+                    |f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+                ),
+                prop_oneof![
+                    Just("HEALTHY"),
+                    Just("COMPLETED"),
+                    Just("completed"),
+                    Just("input"),
+                    Just("APPLIED"),
+                    Just("SAFETY"),
+                    Just("2026-11-01T10:00:00Z"),
+                    Just("2026-11-01 10:00:00Z"),
+                    Just("8f14e45f-ceea-4d6e-a2b1-3c4d5e6f7a8b"),
+                    Just("8f14e45fceea4d6ea2b13c4d5e6f7a8b"),
+                    Just(""),
+                    Just("x\"\\\u{1}"),
+                ]
+                .prop_map(Value::from),
+            ]
+        }
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            leaf().prop_recursive(3, 16, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map(key(), inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("schema_version"),
+                Just("event_id"),
+                Just("tenant_id"),
+                Just("occurred_at"),
+                Just("values"),
+                Just("phase"),
+                Just("process"),
+                Just("job_status"),
+                Just("step_results"),
+                Just("output"),
+                Just("target"),
+                Just("rollback_action"),
+                Just("signals"),
+                Just("expected"),
+                Just("observed"),
+                Just("name"),
+                Just("health_before"),
+                Just("proposed_changes"),
+                Just("steps_executed"),
+                Just("decision"),
+                Just("audit_id"),
+                Just("extra"),
+            ]
+            .prop_map(str::to_owned)
+        }
+
+        fn edit() -> impl Strategy<Value = Edit> {
+            let at = any::<usize>();
+            prop_oneof![
+                (at, json_value()).prop_map(|(at, with)| Edit::Replace { at, with }),
+                at.prop_map(|at| Edit::Remove { at }),
+                (at, key(), json_value()).prop_map(|(at, key, with)| Edit::Add { at, key, with }),
+                (at, 1..70usize).prop_map(|(at, levels)| Edit::Nest { at, levels }),
+            ]
+        }
+
+        /// The edited document as text, with at most one duplicate key.
+        fn edited(seed: &Value, edits: &[Edit]) -> String {
+            let mut doc = seed.clone();
+            let mut duplicate: Option<(Vec<Step>, String, Value)> = None;
+            for edit in edits {
+                let mut all = Vec::new();
+                paths(&doc, &mut Vec::new(), &mut all);
+                let pick = |at: usize| all[at % all.len()].clone();
+                match edit {
+                    Edit::Replace { at, with } => *node(&mut doc, &pick(*at)) = with.clone(),
+                    Edit::Remove { at } => {
+                        let mut path = pick(*at);
+                        match path.pop() {
+                            Some(Step::Key(key)) => {
+                                if let Value::Object(map) = node(&mut doc, &path) {
+                                    map.remove(&key);
+                                }
+                            }
+                            Some(Step::Index(i)) => {
+                                if let Value::Array(items) = node(&mut doc, &path) {
+                                    items.remove(i);
+                                }
+                            }
+                            None => {}
+                        }
+                    }
+                    Edit::Add { at, key, with } => {
+                        let path = pick(*at);
+                        if let Value::Object(map) = node(&mut doc, &path) {
+                            if map.contains_key(key) {
+                                duplicate = Some((path, key.clone(), with.clone()));
+                            } else {
+                                map.insert(key.clone(), with.clone());
+                            }
+                        }
+                    }
+                    Edit::Nest { at, levels } => {
+                        let target = node(&mut doc, &pick(*at));
+                        for _ in 0..*levels {
+                            *target = json!([target.take()]);
+                        }
+                    }
+                }
+            }
+            let mut text = String::new();
+            write(&doc, &mut Vec::new(), duplicate.as_ref(), &mut text);
+            text
+        }
+
+        /// JSON text of `value`, writing the duplicate's key a second time in its object
+        /// (when that object is still there).
+        fn write(
+            value: &Value,
+            at: &mut Vec<String>,
+            duplicate: Option<&(Vec<Step>, String, Value)>,
+            out: &mut String,
+        ) {
+            match value {
+                Value::Object(map) => {
+                    out.push('{');
+                    for (i, (key, member)) in map.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(&serde_json::to_string(key).expect("key"));
+                        out.push(':');
+                        at.push(key.clone());
+                        write(member, at, duplicate, out);
+                        at.pop();
+                    }
+                    if let Some((path, key, with)) = duplicate {
+                        let here = path.len() == at.len()
+                            && path.iter().zip(at.iter()).all(|(step, name)| match step {
+                                Step::Key(k) => k == name,
+                                Step::Index(i) => i.to_string() == *name,
+                            });
+                        if here && map.contains_key(key) {
+                            out.push(',');
+                            out.push_str(&serde_json::to_string(key).expect("key"));
+                            out.push(':');
+                            out.push_str(&with.to_string());
+                        }
+                    }
+                    out.push('}');
+                }
+                Value::Array(items) => {
+                    out.push('[');
+                    for (i, item) in items.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        at.push(i.to_string());
+                        write(item, at, duplicate, out);
+                        at.pop();
+                    }
+                    out.push(']');
+                }
+                scalar => out.push_str(&scalar.to_string()),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+
+            #[test]
+            fn a_direct_reading_is_always_the_checked_reading(
+                seed in 0..1000usize,
+                edits in prop::collection::vec(edit(), 0..4),
+            ) {
+                let seeds = seeds();
+                let (kind, _, doc) = &seeds[seed % seeds.len()];
+                let text = edited(doc, &edits);
+                for d in decoders() {
+                    if let Some(direct) = d.decode_direct(*kind, &text) {
+                        prop_assert_eq!(d.decode_checked(*kind, &text), Ok(direct), "{}", text);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn valid_examples_without_extra_fields_are_read_directly() {
+            let [d, _] = decoders();
+            let mut direct = 0;
+            for (kind, file, doc) in seeds() {
+                let text = doc.to_string();
+                let checked = d.decode_checked(*kind, &text);
+                let read = d.decode_direct(*kind, &text);
+                if file.contains("/invalid/") {
+                    assert!(read.is_none(), "{file}");
+                } else if file.contains("extra-fields") {
+                    assert!(read.is_none() && checked.is_ok(), "{file}");
+                } else {
+                    assert_eq!(
+                        read.as_ref().ok_or(()),
+                        checked.as_ref().map_err(|_| ()),
+                        "{file}"
+                    );
+                    direct += 1;
+                }
+            }
+            assert!(direct >= 10, "{direct} examples read directly");
+        }
+
+        #[test]
+        fn what_the_direct_reading_cannot_see_goes_to_the_checked_one() {
+            let d = decoder(8192);
+            let base = json!({
+                "schema_version": 1, "event_id": "8f14e45f-ceea-4d6e-a2b1-3c4d5e6f7a8b",
+                "tenant_id": "acme", "occurred_at": "2026-11-01T10:00:00Z",
+                "process": "p", "phase": "input", "values": {"a": 1}
+            })
+            .to_string();
+            assert!(d.decode_direct(InputKind::Validation, &base).is_some());
+            // A duplicate key inside a field the types do not name: serde skips it unread.
+            let extra = base.replacen('{', r#"{"extra":{"k":1,"k":2},"#, 1);
+            assert_eq!(d.decode_direct(InputKind::Validation, &extra), None);
+            let error = d.decode_checked(InputKind::Validation, &extra).unwrap_err();
+            assert_eq!(error.class, ErrorClass::NotJson);
+            // A duplicate key inside a `Value` field is refused by the field itself.
+            let inner = base.replace(r#"{"a":1}"#, r#"{"a":1,"a":2}"#);
+            assert_eq!(d.decode_direct(InputKind::Validation, &inner), None);
+            // Nesting: `values` at the limit is read directly, one level more is not.
+            let shallow = &decoders()[1];
+            let nested = |levels: usize| {
+                base.replace(
+                    r#"{"a":1}"#,
+                    &format!("{}1{}", r#"{"a":"#.repeat(levels), "}".repeat(levels)),
+                )
+            };
+            // The top object plus `values` at 3 levels: 4, within 7 less TYPED_DEPTH = 3.
+            assert!(shallow
+                .decode_direct(InputKind::Validation, &nested(3))
+                .is_some());
+            assert_eq!(
+                shallow.decode_direct(InputKind::Validation, &nested(4)),
+                None
+            );
+            assert!(shallow
+                .decode_checked(InputKind::Validation, &nested(6))
+                .is_ok());
+            assert_eq!(
+                shallow
+                    .decode_checked(InputKind::Validation, &nested(7))
+                    .unwrap_err()
+                    .class,
+                ErrorClass::Oversize
+            );
         }
     }
 }

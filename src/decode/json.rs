@@ -109,6 +109,22 @@ pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Value, ParseError> {
     })
 }
 
+/// One JSON value whose objects and arrays nest at most `max_depth` deep, refusing an
+/// object with the same key twice at any depth: for the `Value` fields of the typed
+/// events, which may be read straight from the text.
+pub(crate) fn unique_keys_value<'de, D: de::Deserializer<'de>>(
+    deserializer: D,
+    max_depth: usize,
+) -> Result<Value, D::Error> {
+    let violation = Cell::new(None);
+    ValueSeed {
+        depth: 0,
+        max_depth,
+        violation: &violation,
+    }
+    .deserialize(deserializer)
+}
+
 /// Builds one value at `depth` containers deep.
 #[derive(Clone, Copy)]
 struct ValueSeed<'a> {

@@ -30,6 +30,15 @@ impl InputEvent {
         }
     }
 
+    /// The version of the wire format the event was published in.
+    pub fn schema_version(&self) -> u32 {
+        match self {
+            InputEvent::Validation(e) => e.schema_version,
+            InputEvent::Execution(e) => e.schema_version,
+            InputEvent::Coordination(e) => e.schema_version,
+        }
+    }
+
     /// The message key this event must be published under (SPEC §2), which keeps all
     /// state of a key on one partition.
     pub fn expected_key(&self) -> String {
@@ -73,6 +82,7 @@ pub struct ValidationEvent {
     #[serde(deserialize_with = "strict::name")]
     pub phase: Phase,
     /// The inputs (keyword arguments) or outputs; nested objects are reached by dot paths.
+    #[serde(deserialize_with = "strict::json_object")]
     pub values: Map<String, Value>,
 }
 
@@ -101,7 +111,11 @@ pub struct StepOutput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// How to undo the step, in whatever form the executor uses.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strict::optional_json"
+    )]
     pub rollback_action: Option<Value>,
 }
 
@@ -109,7 +123,9 @@ pub struct StepOutput {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Signal {
     pub name: String,
+    #[serde(deserialize_with = "strict::json")]
     pub expected: Value,
+    #[serde(deserialize_with = "strict::json")]
     pub observed: Value,
 }
 
@@ -133,14 +149,30 @@ pub struct ExecutionEvent {
     pub contract_scope: Vec<String>,
     #[serde(deserialize_with = "strict::objects")]
     pub step_results: Vec<StepResult>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strict::optional_json_object"
+    )]
     pub proposed_changes: Option<Map<String, Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strict::optional_json_array"
+    )]
     pub steps_executed: Option<Vec<Value>>,
     /// Capability → status; `BTreeMap` so evidence and digests have one order.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strict::optional_string_map"
+    )]
     pub health_before: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strict::optional_string_map"
+    )]
     pub health_after: Option<BTreeMap<String, String>>,
     #[serde(
         default,

@@ -17,6 +17,7 @@ pub use output::{
     AuditDecision, AuditVerdict, CheckOutcome, CheckResult, CoordinationRecord, DeadLetter,
     DeadLetterSource, DecisionKind, ErrorClass, Level, SourceRef, VerdictResult,
 };
+pub(crate) use strict::{with_value_depth, ObjectOnly};
 
 /// The `schema_version` every event of this release carries.
 pub const SCHEMA_VERSION: u32 = 1;

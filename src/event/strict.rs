@@ -22,11 +22,13 @@
 //!   attribute applies, so the decoder must validate the schema before serde reads an
 //!   event.
 
+use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 
 use chrono::{DateTime, Utc};
-use serde::de::{self, DeserializeOwned, IntoDeserializer, Unexpected, Visitor};
+use serde::de::{self, IntoDeserializer, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -257,16 +259,16 @@ where
 pub(super) fn object<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
-    T: DeserializeOwned,
+    T: Deserialize<'de>,
 {
-    Object::deserialize(deserializer).map(|Object(value)| value)
+    T::deserialize(ObjectOnly(deserializer))
 }
 
 /// A list of [`object`]s.
 pub(super) fn objects<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,
-    T: DeserializeOwned,
+    T: Deserialize<'de>,
 {
     let list = Vec::<Object<T>>::deserialize(deserializer)?;
     Ok(list.into_iter().map(|Object(value)| value).collect())
@@ -276,7 +278,7 @@ where
 pub(super) fn optional_objects<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
 where
     D: Deserializer<'de>,
-    T: DeserializeOwned,
+    T: Deserialize<'de>,
 {
     let list = Option::<Vec<Object<T>>>::deserialize(deserializer)?;
     Ok(list.map(|list| list.into_iter().map(|Object(value)| value).collect()))
@@ -284,12 +286,162 @@ where
 
 struct Object<T>(T);
 
-impl<'de, T: DeserializeOwned> Deserialize<'de> for Object<T> {
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let map = Map::<String, Value>::deserialize(deserializer)?;
-        T::deserialize(Value::Object(map))
-            .map(Object)
-            .map_err(de::Error::custom)
+        object(deserializer).map(Object)
+    }
+}
+
+thread_local! {
+    /// How deep the `Value` fields of an event may nest objects and arrays of their own:
+    /// unbounded, except while [`with_value_depth`] reads an event straight from text.
+    static VALUE_DEPTH: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// Runs `read` with the `Value` fields of events limited to `depth` levels of objects and
+/// arrays of their own. A document that was parsed with its depth checked needs no such
+/// limit; an event read from text by its serde type does, and serde gives a field's
+/// deserializer no other way to know it.
+pub(crate) fn with_value_depth<T>(depth: usize, read: impl FnOnce() -> T) -> T {
+    struct Unbounded;
+    impl Drop for Unbounded {
+        fn drop(&mut self) {
+            VALUE_DEPTH.set(usize::MAX);
+        }
+    }
+    VALUE_DEPTH.set(depth);
+    let _unbounded = Unbounded;
+    read()
+}
+
+/// Any JSON value, refusing an object with the same key twice at any depth (I-JSON):
+/// a reader that kept the first of two values would audit another event.
+pub(super) fn json<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+    crate::decode::json::unique_keys_value(deserializer, VALUE_DEPTH.get())
+}
+
+/// [`json`], or null (as `None`).
+pub(super) fn optional_json<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Value>, D::Error> {
+    Ok(Option::<Json>::deserialize(deserializer)?.map(|Json(value)| value))
+}
+
+/// A JSON object of any values, without a key twice at any depth.
+pub(super) fn json_object<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Map<String, Value>, D::Error> {
+    into_object(json(deserializer)?)
+}
+
+/// [`json_object`], or null.
+pub(super) fn optional_json_object<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Map<String, Value>>, D::Error> {
+    Option::<Json>::deserialize(deserializer)?
+        .map(|Json(value)| into_object(value))
+        .transpose()
+}
+
+/// A JSON array of any values, without a key twice at any depth, or null.
+pub(super) fn optional_json_array<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<Value>>, D::Error> {
+    match Option::<Json>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Json(Value::Array(items))) => Ok(Some(items)),
+        Some(Json(other)) => Err(de::Error::invalid_type(unexpected(&other), &"an array")),
+    }
+}
+
+/// An object of strings without a key twice, or null.
+pub(super) fn optional_string_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    struct Strings;
+
+    impl<'de> Visitor<'de> for Strings {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object of strings")
+        }
+
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut strings = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if strings.contains_key(&key) {
+                    return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
+                }
+                let value = map.next_value()?;
+                strings.insert(key, value);
+            }
+            Ok(strings)
+        }
+    }
+
+    struct StringMap(BTreeMap<String, String>);
+
+    impl<'de> Deserialize<'de> for StringMap {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_map(Strings).map(StringMap)
+        }
+    }
+
+    Ok(Option::<StringMap>::deserialize(deserializer)?.map(|StringMap(map)| map))
+}
+
+/// [`json`] as a type, for `Option`.
+struct Json(Value);
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        json(deserializer).map(Json)
+    }
+}
+
+fn into_object<E: de::Error>(value: Value) -> Result<Map<String, Value>, E> {
+    match value {
+        Value::Object(map) => Ok(map),
+        other => Err(E::invalid_type(unexpected(&other), &"an object")),
+    }
+}
+
+fn unexpected(value: &Value) -> Unexpected<'_> {
+    match value {
+        Value::Null => Unexpected::Unit,
+        Value::Bool(b) => Unexpected::Bool(*b),
+        Value::Number(_) => Unexpected::Other("number"),
+        Value::String(s) => Unexpected::Str(s),
+        Value::Array(_) => Unexpected::Seq,
+        Value::Object(_) => Unexpected::Map,
+    }
+}
+
+/// A deserializer that reads a struct as a map: a derived struct's visitor then only
+/// ever sees an object, and a positional array is the format's "invalid type" error.
+pub(crate) struct ObjectOnly<D>(pub D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for ObjectOnly<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_any(visitor)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_map(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
     }
 }
 
