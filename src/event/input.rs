@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::strict;
+use super::{rfc3339, strict};
 
 /// One decoded input event, by kind.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,7 +75,10 @@ pub struct ValidationEvent {
     #[serde(deserialize_with = "strict::uuid")]
     pub event_id: Uuid,
     pub tenant_id: String,
-    #[serde(deserialize_with = "strict::timestamp")]
+    #[serde(
+        deserialize_with = "strict::timestamp",
+        serialize_with = "rfc3339::serialize"
+    )]
     pub occurred_at: DateTime<Utc>,
     /// The function name: the recipe is looked up by it.
     pub process: String,
@@ -138,7 +141,10 @@ pub struct ExecutionEvent {
     #[serde(deserialize_with = "strict::uuid")]
     pub event_id: Uuid,
     pub tenant_id: String,
-    #[serde(deserialize_with = "strict::timestamp")]
+    #[serde(
+        deserialize_with = "strict::timestamp",
+        serialize_with = "rfc3339::serialize"
+    )]
     pub occurred_at: DateTime<Utc>,
     pub job_id: String,
     pub contract_id: String,
@@ -183,25 +189,29 @@ pub struct ExecutionEvent {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "strict::optional_timestamp"
+        deserialize_with = "strict::optional_timestamp",
+        serialize_with = "rfc3339::serialize_option"
     )]
     pub activation_window_start: Option<DateTime<Utc>>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "strict::optional_timestamp"
+        deserialize_with = "strict::optional_timestamp",
+        serialize_with = "rfc3339::serialize_option"
     )]
     pub activation_window_end: Option<DateTime<Utc>>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "strict::optional_timestamp"
+        deserialize_with = "strict::optional_timestamp",
+        serialize_with = "rfc3339::serialize_option"
     )]
     pub job_started_at: Option<DateTime<Utc>>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "strict::optional_timestamp"
+        deserialize_with = "strict::optional_timestamp",
+        serialize_with = "rfc3339::serialize_option"
     )]
     pub job_completed_at: Option<DateTime<Utc>>,
 }
@@ -254,7 +264,10 @@ pub struct CoordinationEvent {
     #[serde(deserialize_with = "strict::uuid")]
     pub event_id: Uuid,
     pub tenant_id: String,
-    #[serde(deserialize_with = "strict::timestamp")]
+    #[serde(
+        deserialize_with = "strict::timestamp",
+        serialize_with = "rfc3339::serialize"
+    )]
     pub occurred_at: DateTime<Utc>,
     pub envelope_id: String,
     #[serde(deserialize_with = "strict::name")]
@@ -262,7 +275,10 @@ pub struct CoordinationEvent {
     #[serde(deserialize_with = "strict::name")]
     pub decision: CoordinationDecision,
     pub reason: String,
-    #[serde(deserialize_with = "strict::timestamp")]
+    #[serde(
+        deserialize_with = "strict::timestamp",
+        serialize_with = "rfc3339::serialize"
+    )]
     pub decision_timestamp: DateTime<Utc>,
     #[serde(deserialize_with = "strict::integer")]
     pub active_envelopes_count: u32,

@@ -6,6 +6,7 @@
 mod ids;
 mod input;
 mod output;
+pub mod rfc3339;
 mod strict;
 
 pub use ids::{output_id, OutputKind};

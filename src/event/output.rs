@@ -7,7 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::input::{CoordinationDecision, EnvelopeClass, Phase};
-use super::strict;
+use super::{rfc3339, strict};
 
 /// Where an output came from: the input record and its event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,7 +89,10 @@ pub struct AuditDecision {
     #[serde(deserialize_with = "strict::integer")]
     pub threshold: u32,
     pub message: String,
-    #[serde(deserialize_with = "strict::timestamp")]
+    #[serde(
+        deserialize_with = "strict::timestamp",
+        serialize_with = "rfc3339::serialize"
+    )]
     pub occurred_at: DateTime<Utc>,
     #[serde(deserialize_with = "strict::object")]
     pub source: SourceRef,
@@ -162,7 +165,10 @@ pub struct AuditVerdict {
     pub rules_version: String,
     /// Wall-clock time of the audit: with `duration_ms`, the only fields that differ
     /// between two audits of the same evidence.
-    #[serde(deserialize_with = "strict::timestamp")]
+    #[serde(
+        deserialize_with = "strict::timestamp",
+        serialize_with = "rfc3339::serialize"
+    )]
     pub audited_at: DateTime<Utc>,
     #[serde(deserialize_with = "strict::integer")]
     pub duration_ms: u64,
@@ -227,7 +233,10 @@ pub struct DeadLetter {
     pub source: DeadLetterSource,
     pub payload_base64: String,
     /// The record's timestamp: when it entered the input topic.
-    #[serde(deserialize_with = "strict::timestamp")]
+    #[serde(
+        deserialize_with = "strict::timestamp",
+        serialize_with = "rfc3339::serialize"
+    )]
     pub first_seen_at: DateTime<Utc>,
 }
 
@@ -244,10 +253,16 @@ pub struct CoordinationRecord {
     #[serde(deserialize_with = "strict::name")]
     pub decision: CoordinationDecision,
     pub reason: String,
-    #[serde(deserialize_with = "strict::timestamp")]
+    #[serde(
+        deserialize_with = "strict::timestamp",
+        serialize_with = "rfc3339::serialize"
+    )]
     pub decision_timestamp: DateTime<Utc>,
     /// The source event's `occurred_at`: taken from the data so a replay writes the same row.
-    #[serde(deserialize_with = "strict::timestamp")]
+    #[serde(
+        deserialize_with = "strict::timestamp",
+        serialize_with = "rfc3339::serialize"
+    )]
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conflicting_envelope_id: Option<String>,

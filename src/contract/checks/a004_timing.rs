@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{list, outcome};
-use crate::event::{CheckOutcome, CheckResult, ExecutionEvent};
+use crate::event::{rfc3339, CheckOutcome, CheckResult, ExecutionEvent};
 
 const ID: &str = "A-004";
 const NAME: &str = "timing compliance";
@@ -43,10 +43,10 @@ pub(super) fn check(event: &ExecutionEvent) -> CheckOutcome {
     let started_in_window = inside(started);
     let completed_in_window = inside(completed);
     let evidence = json!({
-        "activation_window_start": window_start,
-        "activation_window_end": window_end,
-        "job_started_at": started,
-        "job_completed_at": completed,
+        "activation_window_start": rfc3339::text(&window_start),
+        "activation_window_end": rfc3339::text(&window_end),
+        "job_started_at": rfc3339::text(&started),
+        "job_completed_at": rfc3339::text(&completed),
         "started_in_window": started_in_window,
         "completed_in_window": completed_in_window,
     });
