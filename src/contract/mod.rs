@@ -187,6 +187,17 @@ mod tests {
     }
 
     #[test]
+    fn execution_event_fields_are_declared_in_the_digests_key_order() {
+        // As serialized (declaration order) and as canonical (sorted) are the same text
+        // only if every struct of the event declares its fields sorted.
+        let event = passing_event();
+        assert!(event.signals.is_some() && event.proposed_changes.is_some());
+        let mut sorted = String::new();
+        canonical::write(&mut sorted, &event, KeyOrder::Utf16, &[]).expect("writes");
+        assert_eq!(canonical::to_json(&event).expect("writes"), sorted);
+    }
+
+    #[test]
     fn digest_ignores_event_id_occurred_at_and_schema_version() {
         let event = passing_event();
         let mut republished = event.clone();

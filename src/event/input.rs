@@ -98,21 +98,24 @@ pub enum JobStatus {
 }
 
 /// What one step of a job reported.
+///
+/// Fields are declared in alphabetical order, the order of the evidence digest's
+/// canonical JSON, so that it is written without rearranging them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepResult {
-    pub step_id: String,
-    pub step_type: String,
-    pub status: String,
     #[serde(deserialize_with = "strict::object")]
     pub output: StepOutput,
+    pub status: String,
+    pub step_id: String,
+    pub step_type: String,
 }
 
 /// The part of a step's output the audit reads.
+///
+/// Fields are declared in alphabetical order, the order of the evidence digest's
+/// canonical JSON, so that it is written without rearranging them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepOutput {
-    /// The capability the step acted on; steps without one are not scope-checked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
     /// How to undo the step, in whatever form the executor uses.
     #[serde(
         default,
@@ -120,79 +123,31 @@ pub struct StepOutput {
         deserialize_with = "strict::optional_json"
     )]
     pub rollback_action: Option<Value>,
+    /// The capability the step acted on; steps without one are not scope-checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// An expected and an observed value of one signal; any JSON values.
+///
+/// Fields are declared in alphabetical order, the order of the evidence digest's
+/// canonical JSON, so that it is written without rearranging them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Signal {
-    pub name: String,
     #[serde(deserialize_with = "strict::json")]
     pub expected: Value,
+    pub name: String,
     #[serde(deserialize_with = "strict::json")]
     pub observed: Value,
 }
 
 /// Evidence of one job run against a contract (seed 000). Optional fields are evidence
 /// that may be missing: the checks that need it are then INCONCLUSIVE, never invented.
+///
+/// Fields are declared in alphabetical order, the order of the evidence digest's
+/// canonical JSON, so that it is written without rearranging them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionEvent {
-    #[serde(deserialize_with = "strict::integer")]
-    pub schema_version: u32,
-    #[serde(deserialize_with = "strict::uuid")]
-    pub event_id: Uuid,
-    pub tenant_id: String,
-    #[serde(
-        deserialize_with = "strict::timestamp",
-        serialize_with = "rfc3339::serialize"
-    )]
-    pub occurred_at: DateTime<Utc>,
-    pub job_id: String,
-    pub contract_id: String,
-    #[serde(deserialize_with = "strict::integer")]
-    pub contract_revision: i64,
-    #[serde(deserialize_with = "strict::name")]
-    pub job_status: JobStatus,
-    pub contract_scope: Vec<String>,
-    #[serde(deserialize_with = "strict::objects")]
-    pub step_results: Vec<StepResult>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "strict::optional_json_object"
-    )]
-    pub proposed_changes: Option<Map<String, Value>>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "strict::optional_json_array"
-    )]
-    pub steps_executed: Option<Vec<Value>>,
-    /// Capability → status; `BTreeMap` so evidence and digests have one order.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "strict::optional_string_map"
-    )]
-    pub health_before: Option<BTreeMap<String, String>>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "strict::optional_string_map"
-    )]
-    pub health_after: Option<BTreeMap<String, String>>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "strict::optional_objects"
-    )]
-    pub signals: Option<Vec<Signal>>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "strict::optional_timestamp",
-        serialize_with = "rfc3339::serialize_option"
-    )]
-    pub activation_window_start: Option<DateTime<Utc>>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -206,7 +161,26 @@ pub struct ExecutionEvent {
         deserialize_with = "strict::optional_timestamp",
         serialize_with = "rfc3339::serialize_option"
     )]
-    pub job_started_at: Option<DateTime<Utc>>,
+    pub activation_window_start: Option<DateTime<Utc>>,
+    pub contract_id: String,
+    #[serde(deserialize_with = "strict::integer")]
+    pub contract_revision: i64,
+    pub contract_scope: Vec<String>,
+    #[serde(deserialize_with = "strict::uuid")]
+    pub event_id: Uuid,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strict::optional_string_map"
+    )]
+    pub health_after: Option<BTreeMap<String, String>>,
+    /// Capability → status; `BTreeMap` so evidence and digests have one order.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strict::optional_string_map"
+    )]
+    pub health_before: Option<BTreeMap<String, String>>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -214,6 +188,44 @@ pub struct ExecutionEvent {
         serialize_with = "rfc3339::serialize_option"
     )]
     pub job_completed_at: Option<DateTime<Utc>>,
+    pub job_id: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strict::optional_timestamp",
+        serialize_with = "rfc3339::serialize_option"
+    )]
+    pub job_started_at: Option<DateTime<Utc>>,
+    #[serde(deserialize_with = "strict::name")]
+    pub job_status: JobStatus,
+    #[serde(
+        deserialize_with = "strict::timestamp",
+        serialize_with = "rfc3339::serialize"
+    )]
+    pub occurred_at: DateTime<Utc>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strict::optional_json_object"
+    )]
+    pub proposed_changes: Option<Map<String, Value>>,
+    #[serde(deserialize_with = "strict::integer")]
+    pub schema_version: u32,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strict::optional_objects"
+    )]
+    pub signals: Option<Vec<Signal>>,
+    #[serde(deserialize_with = "strict::objects")]
+    pub step_results: Vec<StepResult>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strict::optional_json_array"
+    )]
+    pub steps_executed: Option<Vec<Value>>,
+    pub tenant_id: String,
 }
 
 /// The class of a coordination envelope (seed 002). Upper case on the wire and in storage.
