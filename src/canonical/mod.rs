@@ -105,30 +105,47 @@ fn write_string(out: &mut String, s: &str) {
     }
 }
 
-/// Whether JSON must escape a byte of `s`: a control character, `"` or `\`. Eight bytes
-/// at a time: a byte below 0x20 makes `word - 0x2020..` borrow into its top bit where
-/// the byte's own top bit is clear, and a byte equal to `"` or `\` is a zero byte of
-/// `word ^ pattern`, found the same way (exact for "is there such a byte", the classic
-/// SWAR test).
+/// Whether JSON must escape a byte of `s`: a control character, `"` or `\`.
+///
+/// Eight bytes at a time, the last word overlapping the one before it (strings of four
+/// to seven bytes are read as two overlapping halves): most strings here are keys and
+/// short values, where a loop over bytes cost more than the copy.
 fn needs_escape(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    let len = bytes.len();
+    let word = |at: usize| <[u8; 8]>::try_from(&bytes[at..at + 8]).map(u64::from_le_bytes);
+    if len >= 8 {
+        let mut at = 0;
+        while at + 8 <= len {
+            // A slice of eight bytes always converts; a failure counts as "escape it".
+            if word(at).map_or(true, has_special_byte) {
+                return true;
+            }
+            at += 8;
+        }
+        return at < len && word(len - 8).map_or(true, has_special_byte);
+    }
+    if len >= 4 {
+        let half = |at: usize| <[u8; 4]>::try_from(&bytes[at..at + 4]).map(u32::from_le_bytes);
+        return match (half(0), half(len - 4)) {
+            (Ok(low), Ok(high)) => has_special_byte(u64::from(low) | (u64::from(high) << 32)),
+            _ => true,
+        };
+    }
+    bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// Whether a byte of `word` is below 0x20, `"` or `\`. A byte below `n` borrows into
+/// its own top bit when `n` is subtracted from every byte, where that bit was clear
+/// before; a byte equal to `"` or `\` is a zero byte of `word ^ pattern`, found the
+/// same way (the classic SWAR test: exact for "is there such a byte").
+fn has_special_byte(word: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const TOPS: u64 = 0x8080_8080_8080_8080;
     let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & TOPS;
-    let mut chunks = s.as_bytes().chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(bytes);
-        let quote = word ^ (ONES * u64::from(b'"'));
-        let backslash = word ^ (ONES * u64::from(b'\\'));
-        if below(word, 0x20) | below(quote, 1) | below(backslash, 1) != 0 {
-            return true;
-        }
-    }
-    chunks
-        .remainder()
-        .iter()
-        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    below(word, 0x20) | below(quote, 1) | below(backslash, 1) != 0
 }
 
 /// Order of two keys by UTF-16 code units. It differs from byte (code point) order only
