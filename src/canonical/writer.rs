@@ -87,7 +87,7 @@ impl<'a> Writer<'a> {
             skip,
             first: true,
             entries: Vec::new(),
-            key: None,
+            key: PendingKey::None,
             variant: false,
         }
     }
@@ -110,6 +110,15 @@ impl<'a> Writer<'a> {
     }
 }
 
+/// The key of a map entry, between `serialize_key` and `serialize_value`.
+enum PendingKey {
+    None,
+    /// Kept until the value comes: the entry may be left out or sorted.
+    Held(String),
+    /// Already written to the output, with its `:`: entries go in as serialized.
+    Written,
+}
+
 /// An object being written: its entries' keys and byte ranges in the output, sorted
 /// when it ends.
 struct Object<'w, 'a> {
@@ -120,7 +129,7 @@ struct Object<'w, 'a> {
     /// Keys and byte ranges of the entries, kept only when keys are sorted.
     entries: Vec<(Cow<'static, str>, Range<usize>)>,
     /// The key of a map entry whose value comes next.
-    key: Option<String>,
+    key: PendingKey,
     /// Whether this object is the content of an enum variant (`{"v":{...}}`).
     variant: bool,
 }
@@ -181,9 +190,9 @@ impl Object<'_, '_> {
     }
 }
 
-/// Map keys: strings as they are; numbers and bools as their text, as `serde_json`
-/// turns them into object keys.
-struct KeyWriter;
+/// Map keys, handed to a closure as text: strings as they are; numbers, bools and chars
+/// as their text, as `serde_json` turns them into object keys.
+struct KeyWriter<F>(F);
 
 fn key_error() -> Error {
     Error("key must be a string".into())
@@ -191,64 +200,67 @@ fn key_error() -> Error {
 
 macro_rules! key_display {
     ($($method:ident: $ty:ty),*) => {
-        $(fn $method(self, v: $ty) -> Result<String, Error> {
-            Ok(v.to_string())
+        $(fn $method(self, v: $ty) -> Result<(), Error> {
+            (self.0)(&v.to_string());
+            Ok(())
         })*
     };
 }
 
-impl ser::Serializer for KeyWriter {
-    type Ok = String;
+impl<F: FnOnce(&str)> ser::Serializer for KeyWriter<F> {
+    type Ok = ();
     type Error = Error;
-    type SerializeSeq = ser::Impossible<String, Error>;
-    type SerializeTuple = ser::Impossible<String, Error>;
-    type SerializeTupleStruct = ser::Impossible<String, Error>;
-    type SerializeTupleVariant = ser::Impossible<String, Error>;
-    type SerializeMap = ser::Impossible<String, Error>;
-    type SerializeStruct = ser::Impossible<String, Error>;
-    type SerializeStructVariant = ser::Impossible<String, Error>;
+    type SerializeSeq = ser::Impossible<(), Error>;
+    type SerializeTuple = ser::Impossible<(), Error>;
+    type SerializeTupleStruct = ser::Impossible<(), Error>;
+    type SerializeTupleVariant = ser::Impossible<(), Error>;
+    type SerializeMap = ser::Impossible<(), Error>;
+    type SerializeStruct = ser::Impossible<(), Error>;
+    type SerializeStructVariant = ser::Impossible<(), Error>;
 
     key_display!(serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
         serialize_i64: i64, serialize_i128: i128, serialize_u8: u8, serialize_u16: u16,
         serialize_u32: u32, serialize_u64: u64, serialize_u128: u128, serialize_char: char);
 
-    fn serialize_str(self, v: &str) -> Result<String, Error> {
-        Ok(v.to_owned())
+    fn serialize_str(self, v: &str) -> Result<(), Error> {
+        (self.0)(v);
+        Ok(())
     }
     fn serialize_unit_variant(
         self,
         _: &'static str,
         _: u32,
         variant: &'static str,
-    ) -> Result<String, Error> {
-        Ok(variant.to_owned())
+    ) -> Result<(), Error> {
+        (self.0)(variant);
+        Ok(())
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
         _: &'static str,
         value: &T,
-    ) -> Result<String, Error> {
+    ) -> Result<(), Error> {
         value.serialize(self)
     }
-    fn serialize_f32(self, _: f32) -> Result<String, Error> {
+    fn serialize_f32(self, _: f32) -> Result<(), Error> {
         Err(key_error())
     }
-    fn serialize_f64(self, _: f64) -> Result<String, Error> {
+    fn serialize_f64(self, _: f64) -> Result<(), Error> {
         Err(key_error())
     }
-    fn serialize_bytes(self, _: &[u8]) -> Result<String, Error> {
+    fn serialize_bytes(self, _: &[u8]) -> Result<(), Error> {
         Err(key_error())
     }
-    fn serialize_none(self) -> Result<String, Error> {
+    fn serialize_none(self) -> Result<(), Error> {
         Err(key_error())
     }
-    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<String, Error> {
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<(), Error> {
         Err(key_error())
     }
-    fn serialize_unit(self) -> Result<String, Error> {
+    fn serialize_unit(self) -> Result<(), Error> {
         Err(key_error())
     }
-    fn serialize_unit_struct(self, _: &'static str) -> Result<String, Error> {
+    fn serialize_unit_struct(self, _: &'static str) -> Result<(), Error> {
         Err(key_error())
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -257,7 +269,7 @@ impl ser::Serializer for KeyWriter {
         _: u32,
         _: &'static str,
         _: &T,
-    ) -> Result<String, Error> {
+    ) -> Result<(), Error> {
         Err(key_error())
     }
     fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Error> {
@@ -550,15 +562,29 @@ impl ser::SerializeMap for Object<'_, '_> {
     type Ok = ();
     type Error = Error;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Error> {
-        self.key = Some(key.serialize(KeyWriter)?);
+        if self.writer.order.is_none() && self.skip.is_empty() {
+            // Nothing to sort or leave out: the key goes straight to the output.
+            let out = &mut *self.writer.out;
+            if !self.first {
+                out.push(',');
+            }
+            self.first = false;
+            key.serialize(KeyWriter(|key: &str| write_string(out, key)))?;
+            out.push(':');
+            self.key = PendingKey::Written;
+        } else {
+            let mut held = String::new();
+            key.serialize(KeyWriter(|key: &str| held.push_str(key)))?;
+            self.key = PendingKey::Held(held);
+        }
         Ok(())
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        let key = self
-            .key
-            .take()
-            .ok_or_else(|| Error("map value without a key".into()))?;
-        self.entry(Cow::Owned(key), value)
+        match std::mem::replace(&mut self.key, PendingKey::None) {
+            PendingKey::Written => value.serialize(&mut self.writer.nested()),
+            PendingKey::Held(key) => self.entry(Cow::Owned(key), value),
+            PendingKey::None => Err(Error("map value without a key".into())),
+        }
     }
     fn end(self) -> Result<(), Error> {
         Object::end(self);
