@@ -113,39 +113,42 @@ fn write_string(out: &mut String, s: &str) {
 fn needs_escape(s: &str) -> bool {
     let bytes = s.as_bytes();
     let len = bytes.len();
-    let word = |at: usize| <[u8; 8]>::try_from(&bytes[at..at + 8]).map(u64::from_le_bytes);
     if len >= 8 {
-        let mut at = 0;
-        while at + 8 <= len {
-            // A slice of eight bytes always converts; a failure counts as "escape it".
-            if word(at).map_or(true, has_special_byte) {
-                return true;
-            }
-            at += 8;
-        }
-        return at < len && word(len - 8).map_or(true, has_special_byte);
+        let chunks = bytes.chunks_exact(8);
+        let last = if chunks.remainder().is_empty() {
+            0
+        } else {
+            special_bytes(word(&bytes[len - 8..]))
+        };
+        // No early exit: most strings need no escape, and then every word is read anyway.
+        return chunks.fold(last, |found, chunk| found | special_bytes(word(chunk))) != 0;
     }
     if len >= 4 {
-        let half = |at: usize| <[u8; 4]>::try_from(&bytes[at..at + 4]).map(u32::from_le_bytes);
-        return match (half(0), half(len - 4)) {
-            (Ok(low), Ok(high)) => has_special_byte(u64::from(low) | (u64::from(high) << 32)),
-            _ => true,
-        };
+        let half = |at: usize| u64::from(u32::from_le_bytes(four(&bytes[at..at + 4])));
+        return special_bytes(half(0) | (half(len - 4) << 32)) != 0;
     }
     bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
-/// Whether a byte of `word` is below 0x20, `"` or `\`. A byte below `n` borrows into
-/// its own top bit when `n` is subtracted from every byte, where that bit was clear
-/// before; a byte equal to `"` or `\` is a zero byte of `word ^ pattern`, found the
-/// same way (the classic SWAR test: exact for "is there such a byte").
-fn has_special_byte(word: u64) -> bool {
+/// Eight bytes as a word. A slice of another length cannot come here; it would read as
+/// zeros, control characters, so "escape it" is the answer either way.
+fn word(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))
+}
+
+/// Four bytes, read as [`word`] reads eight.
+fn four(bytes: &[u8]) -> [u8; 4] {
+    bytes.try_into().unwrap_or([0; 4])
+}
+
+/// The top bit of each byte of `word` that JSON escapes; zero when there is none.
+fn special_bytes(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const TOPS: u64 = 0x8080_8080_8080_8080;
     let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & TOPS;
     let quote = word ^ (ONES * u64::from(b'"'));
     let backslash = word ^ (ONES * u64::from(b'\\'));
-    below(word, 0x20) | below(quote, 1) | below(backslash, 1) != 0
+    below(word, 0x20) | below(quote, 1) | below(backslash, 1)
 }
 
 /// Order of two keys by UTF-16 code units. It differs from byte (code point) order only
@@ -163,6 +166,24 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn needs_escape_is_true_exactly_when_a_byte_needs_one() {
+        // Every ASCII byte at every position of strings that cover each path: bytewise,
+        // two halves, whole words, and a last word overlapping the one before it.
+        for byte in 0u8..0x80 {
+            for len in 1..=25 {
+                for at in 0..len {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = byte;
+                    let text = String::from_utf8(bytes).expect("ASCII");
+                    let expected = byte < 0x20 || byte == b'"' || byte == b'\\';
+                    assert_eq!(needs_escape(&text), expected, "{text:?}");
+                }
+            }
+        }
+        assert!(!needs_escape("é\u{1F600}\u{2028}\u{7f}"));
+    }
 
     #[test]
     fn object_keys_are_sorted_recursively_without_whitespace() {
