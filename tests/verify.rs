@@ -44,7 +44,7 @@ fn filled_store(dir: &TempDir) -> PathBuf {
             .entry(tp)
             .or_insert_with(|| PartitionState::new(&recipes));
         let outputs = operator.process(&record, &recipes, state, now);
-        stored.extend(state.link(&outputs));
+        stored.extend(state.link(outputs, operator.topics()).1);
     }
     assert!(stored.len() > 50, "the demo yields audit records");
 

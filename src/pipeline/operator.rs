@@ -37,14 +37,35 @@ impl PartitionState {
         }
     }
 
-    /// Links the audit records of `outputs` (one record's, in emission order) into their
-    /// chains: the records to store.
-    pub fn link(&mut self, outputs: &[Output]) -> Vec<StoredRecord> {
-        outputs
-            .iter()
-            .filter_map(Output::audit_record)
-            .map(|record| StoredRecord::append(&mut self.chains, record.clone()))
-            .collect()
+    /// Serializes `outputs` (one record's, in emission order) into their publications
+    /// and links their audit records into their chains: what to publish, with each
+    /// output's role, and what to store. Each record is written to JSON once: a
+    /// decision's or verdict's publication is also the text stored.
+    pub fn link(
+        &mut self,
+        outputs: Vec<Output>,
+        topics: &TopicsConfig,
+    ) -> (Vec<(Publication, &'static str)>, Vec<StoredRecord>) {
+        let mut publications = Vec::with_capacity(outputs.len());
+        let mut stored = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            let role = output.role();
+            let publication = output.publication(topics);
+            if let Output::Audit(record) = output {
+                let record = StoredRecord::append(&mut self.chains, record);
+                let published = publication
+                    .as_ref()
+                    .and_then(|p| String::from_utf8(p.payload.clone()).ok());
+                stored.push(match published {
+                    Some(json) => record.with_json(json),
+                    None => record,
+                });
+            }
+            if let Some(publication) = publication {
+                publications.push((publication, role));
+            }
+        }
+        (publications, stored)
     }
 }
 
@@ -102,6 +123,16 @@ impl Output {
                 .expect("output events serialize to JSON")
                 .into_bytes(),
         })
+    }
+
+    /// What the output is, as the producer's metrics name it.
+    pub fn role(&self) -> &'static str {
+        match self {
+            Output::Audit(AuditRecord::Decision(_)) => "decisions",
+            Output::Audit(AuditRecord::Verdict { .. }) => "verdicts",
+            Output::Audit(AuditRecord::Coordination(_)) => "coordination",
+            Output::DeadLetter(_) => "dlq",
+        }
     }
 
     /// The audit record to persist, if any.
@@ -231,6 +262,48 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn link_publishes_every_output_and_stores_each_audit_record_once_with_its_text() {
+        use crate::bench::dataset::{Generator, Mix, RECIPES};
+
+        let config = Config::default();
+        let op = operator();
+        let recipes = Recipes::parse(RECIPES).expect("recipes");
+        let mut state = PartitionState::new(&recipes);
+        let mut oracle = PartitionChains::default();
+        let start = DateTime::from_timestamp(1_790_000_000, 0).expect("time");
+        let mut roles = std::collections::BTreeMap::<&str, usize>::new();
+        for record in Generator::new(5, &config.topics, start, Mix::All).take(1_000) {
+            let outputs = op.process(&record, &recipes, &mut state, now());
+            let (publications, stored) = state.link(outputs.clone(), op.topics());
+
+            let expected: Vec<(Publication, &str)> = outputs
+                .iter()
+                .filter_map(|o| o.publication(op.topics()).map(|p| (p, o.role())))
+                .collect();
+            assert_eq!(publications, expected);
+            let expected: Vec<StoredRecord> = outputs
+                .iter()
+                .filter_map(Output::audit_record)
+                .map(|r| StoredRecord::append(&mut oracle, r.clone()))
+                .collect();
+            assert_eq!(stored, expected);
+            for record in &stored {
+                let json = record.json().expect("json");
+                assert_eq!(json, record.record.to_json().expect("json"));
+            }
+            for (_, role) in &publications {
+                *roles.entry(role).or_default() += 1;
+            }
+        }
+        assert_eq!(state.chains, oracle, "the same chains");
+        assert_eq!(
+            roles.len(),
+            3,
+            "decisions, verdicts and dead letters: {roles:?}"
+        );
     }
 
     #[test]

@@ -532,18 +532,18 @@ impl Worker {
                 .or_insert_with(|| Arc::new(Mutex::new(PartitionState::new(&recipes))))
                 .clone()
         };
-        let (outputs, audit_records) = {
+        let (publications, audit_records) = {
             let mut state = state
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let outputs = self
                 .operator
                 .process(&record, &recipes, &mut state, Utc::now());
-            let audit_records = state.link(&outputs);
+            self.count(&record, &outputs);
+            let linked = state.link(outputs, self.operator.topics());
             metrics::tracked_keys(state.validation.counter.tracked_keys());
-            (outputs, audit_records)
+            linked
         };
-        self.count(&record, &outputs);
 
         let durable = audit_records.len() as u64;
         let stored = if audit_records.is_empty() {
@@ -553,15 +553,13 @@ impl Worker {
         };
         let mut sends = Vec::new();
         let mut already_published = 0;
-        for output in &outputs {
-            if let Some(publication) = output.publication(self.operator.topics()) {
-                if !publish {
-                    already_published += 1;
-                    continue;
-                }
-                let delivery = self.producer.enqueue_publication(&publication).await?;
-                sends.push((publication, output_role(output), delivery));
+        for (publication, role) in publications {
+            if !publish {
+                already_published += 1;
+                continue;
             }
+            let delivery = self.producer.enqueue_publication(&publication).await?;
+            sends.push((publication, role, delivery));
         }
         if already_published > 0 {
             metrics::outputs_already_published(already_published);
@@ -674,13 +672,4 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn output_role(output: &Output) -> &'static str {
-    match output {
-        Output::Audit(AuditRecord::Decision(_)) => "decisions",
-        Output::Audit(AuditRecord::Verdict { .. }) => "verdicts",
-        Output::Audit(AuditRecord::Coordination(_)) => "coordination",
-        Output::DeadLetter(_) => "dlq",
-    }
 }

@@ -371,13 +371,14 @@ fn write_records(
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(classify)?;
     let mut outcome = WriteOutcome::default();
-    for StoredRecord {
-        record,
-        link,
-        content_digest: digest,
-    } in records
-    {
-        let json = record.to_json()?;
+    for stored in records {
+        let StoredRecord {
+            record,
+            link,
+            content_digest: digest,
+            ..
+        } = stored;
+        let json = stored.json()?;
         insert_chain_entry(&tx, record, link, &json).map_err(classify)?;
         let inserted = match record {
             AuditRecord::Decision(d) => insert_decision(&tx, d, digest, &json),

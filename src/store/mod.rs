@@ -46,6 +46,7 @@ mod faulty;
 mod retry;
 pub mod scylla;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -202,13 +203,26 @@ fn write_canonical<T: serde::Serialize + ?Sized>(out: &mut String, value: &T, sk
 }
 
 /// An audit record with its place in the hash chain: what the sink writes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct StoredRecord {
     pub record: AuditRecord,
     pub link: ChainLink,
     /// [`AuditRecord::content_digest`] of `record`, computed once from the same
     /// canonical content as the link's hash.
     pub content_digest: String,
+    /// [`AuditRecord::to_json`] of `record` when it was already written: a decision's or
+    /// a verdict's published payload is that text.
+    json: Option<String>,
+}
+
+/// Records are equal when their record, link and digest are: the JSON, written now or
+/// when it is stored, is the same text either way.
+impl PartialEq for StoredRecord {
+    fn eq(&self, other: &StoredRecord) -> bool {
+        self.record == other.record
+            && self.link == other.link
+            && self.content_digest == other.content_digest
+    }
 }
 
 impl StoredRecord {
@@ -218,6 +232,7 @@ impl StoredRecord {
             content_digest: record.content_digest(),
             record,
             link,
+            json: None,
         }
     }
 
@@ -229,6 +244,23 @@ impl StoredRecord {
             link: chains.append_canonical(&record, &canonical),
             content_digest: hex::encode(Sha256::digest(canonical.as_bytes())),
             record,
+            json: None,
+        }
+    }
+
+    /// This record with its [`AuditRecord::to_json`] text, written already (for its
+    /// publication), so that the store does not write it again.
+    pub fn with_json(mut self, json: String) -> StoredRecord {
+        debug_assert_eq!(self.record.to_json().ok().as_ref(), Some(&json));
+        self.json = Some(json);
+        self
+    }
+
+    /// The record's JSON as stored: [`AuditRecord::to_json`], written once.
+    pub fn json(&self) -> Result<Cow<'_, str>, StoreError> {
+        match &self.json {
+            Some(json) => Ok(Cow::Borrowed(json)),
+            None => self.record.to_json().map(Cow::Owned),
         }
     }
 

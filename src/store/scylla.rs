@@ -770,8 +770,9 @@ fn record_writes(fresh: &[Fresh<'_>], now: DateTime<Utc>) -> Result<Vec<Write>, 
 /// The chain entries of the records, batched per tenant.
 fn chain_writes(records: &[StoredRecord], now: DateTime<Utc>) -> Result<Vec<Write>, StoreError> {
     let mut rows = Vec::with_capacity(records.len());
-    for StoredRecord { record, link, .. } in records {
-        let json = record.to_json()?;
+    for stored in records {
+        let StoredRecord { record, link, .. } = stored;
+        let json = stored.json()?;
         let ts = statements::write_timestamp(statements::record_time(record), now);
         rows.push((
             Target::Chain,

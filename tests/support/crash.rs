@@ -350,7 +350,7 @@ impl Run {
                 record: audit,
                 link,
                 ..
-            } in state.link(&outputs)
+            } in state.link(outputs, operator.topics()).1
             {
                 let previous = expected.insert(audit.id(), comparable(audit_json(&audit)));
                 assert!(
