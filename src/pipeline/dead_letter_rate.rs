@@ -6,10 +6,11 @@
 //! as a gauge per kind, next to the configured limit (`ingest.dead_letter_alert_ratio`);
 //! the `AuditStreamDeadLetterShareHigh` alert compares the two. Crossing the limit logs
 //! a warning, repeated at most once per window while the share stays above it, and
-//! falling back under it logs once. The log waits until the window holds enough records
-//! that a single dead letter cannot cross the limit on its own (20 at a 5 % limit): the
-//! first bad record after a quiet spell is not a flood. Time is passed in, so the window
-//! is testable.
+//! falling back to [`RECOVERY`] of the limit logs once: a share that hovers at the limit
+//! does not log a crossing and a recovery for every dead letter. The log waits until the
+//! window holds enough records that a single dead letter cannot cross the limit on its
+//! own (20 at a 5 % limit): the first bad record after a quiet spell is not a flood. Time
+//! is passed in, so the window is testable.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,10 @@ use crate::metrics;
 
 /// Buckets per window: the window slides in steps of a tenth of its length.
 const BUCKETS: usize = 10;
+
+/// A kind above the limit is back under it once its share is at most this fraction of
+/// the limit (hysteresis, as alerting rules use).
+const RECOVERY: f64 = 0.8;
 
 /// Metric labels of the input kinds, as `Operator::kind_label` names them.
 const KINDS: [&str; 4] = ["validation", "execution", "coordination", "unknown"];
@@ -37,7 +42,8 @@ struct Window {
     current: usize,
     /// When the current bucket began; `None` before the first record.
     began: Option<Instant>,
-    /// Whether the share was above the limit at the last record.
+    /// Whether the share went above the limit and has not fallen back to [`RECOVERY`]
+    /// of it since.
     above: bool,
     /// When the last "above the limit" warning was logged.
     warned: Option<Instant>,
@@ -155,10 +161,11 @@ impl DeadLetterRate {
                     window_length,
                 );
             }
-        } else if window.above {
+            window.above = true;
+        } else if window.above && ratio <= limit * RECOVERY {
             metrics::dead_letter_ratio_recovered(KINDS[index], ratio, limit);
+            window.above = false;
         }
-        window.above = above;
         share
     }
 }
@@ -249,6 +256,38 @@ mod tests {
         }
         assert_eq!(rate.kinds[0].warned, Some(next), "again a window later");
         assert!(rate.kinds[0].above);
+    }
+
+    #[test]
+    fn a_share_hovering_at_the_limit_neither_warns_nor_recovers_again() {
+        let mut rate = DeadLetterRate::new(0.05, MINUTE);
+        let t0 = Instant::now();
+        for _ in 0..95 {
+            rate.record("coordination", false, t0);
+        }
+        for _ in 0..6 {
+            rate.record("coordination", true, t0);
+        }
+        assert!(rate.kinds[2].above, "6 of 101 is above 5 %");
+        assert_eq!(rate.kinds[2].warned, Some(t0));
+        // Every 20th record bad: the share moves about 5 %, under it and over it.
+        let soon = t0 + Duration::from_secs(1);
+        for i in 1..=200 {
+            let share = rate.record("coordination", i % 20 == 0, soon);
+            assert!(share.ratio() > 0.05 * RECOVERY, "{share:?}");
+            assert!(rate.kinds[2].above, "still above after record {i}");
+        }
+        assert_eq!(rate.kinds[2].warned, Some(t0), "no second warning");
+        // Clean records bring the share under 80 % of the limit: recovered.
+        let mut i = 0;
+        while rate.kinds[2].above {
+            let share = rate.record("coordination", false, soon);
+            i += 1;
+            assert!(i < 100, "recovers");
+            if !rate.kinds[2].above {
+                assert!(share.ratio() <= 0.05 * RECOVERY, "{share:?}");
+            }
+        }
     }
 
     #[test]
