@@ -50,19 +50,18 @@ impl PartitionState {
         let mut stored = Vec::with_capacity(outputs.len());
         for output in outputs {
             let role = output.role();
-            let publication = output.publication(topics);
+            let published = output
+                .destination(topics)
+                .map(|(topic, key)| (topic, key, output.text()));
             if let Output::Audit(record) = output {
                 let record = StoredRecord::append(&mut self.chains, record);
-                let published = publication
-                    .as_ref()
-                    .and_then(|p| String::from_utf8(p.payload.clone()).ok());
-                stored.push(match published {
-                    Some(json) => record.with_json(json),
+                stored.push(match &published {
+                    Some((_, _, text)) => record.with_json(text.clone()),
                     None => record,
                 });
             }
-            if let Some(publication) = publication {
-                publications.push((publication, role));
+            if let Some((topic, key, text)) = published {
+                publications.push((Publication::new(topic, key, text), role));
             }
         }
         (publications, stored)
@@ -90,39 +89,54 @@ pub struct Publication {
     pub payload: Vec<u8>,
 }
 
+impl Publication {
+    fn new(topic: &str, key: String, text: String) -> Publication {
+        Publication {
+            topic: topic.to_owned(),
+            key: Some(key),
+            payload: text.into_bytes(),
+        }
+    }
+}
+
 impl Output {
     /// The Kafka record this output is published as; coordination records are only
     /// stored.
     pub fn publication(&self, topics: &TopicsConfig) -> Option<Publication> {
-        let (topic, key, payload) = match self {
-            Output::Audit(AuditRecord::Decision(d)) => (
-                &topics.decisions,
-                Some(format!("{}:{}", d.tenant_id, d.process)),
-                canonical::to_json(d),
-            ),
-            Output::Audit(AuditRecord::Verdict { verdict, .. }) => (
+        let (topic, key) = self.destination(topics)?;
+        Some(Publication::new(topic, key, self.text()))
+    }
+
+    /// The topic and key the output is published under; `None` for a coordination
+    /// record, which is only stored.
+    fn destination<'t>(&self, topics: &'t TopicsConfig) -> Option<(&'t str, String)> {
+        match self {
+            Output::Audit(AuditRecord::Decision(d)) => {
+                Some((&topics.decisions, format!("{}:{}", d.tenant_id, d.process)))
+            }
+            Output::Audit(AuditRecord::Verdict { verdict, .. }) => Some((
                 &topics.verdicts,
-                Some(format!("{}:{}", verdict.tenant_id, verdict.contract_id)),
-                canonical::to_json(verdict),
-            ),
-            Output::Audit(AuditRecord::Coordination(_)) => return None,
-            Output::DeadLetter(dl) => (
+                format!("{}:{}", verdict.tenant_id, verdict.contract_id),
+            )),
+            Output::Audit(AuditRecord::Coordination(_)) => None,
+            Output::DeadLetter(dl) => Some((
                 &topics.dlq,
-                Some(format!(
+                format!(
                     "{}/{}/{}",
                     dl.source.topic, dl.source.partition, dl.source.offset
-                )),
-                canonical::to_json(dl),
-            ),
+                ),
+            )),
+        }
+    }
+
+    /// The output's JSON: an audit record's is the text it is stored as.
+    fn text(&self) -> String {
+        let text = match self {
+            Output::Audit(record) => record.to_json().map_err(|e| e.to_string()),
+            Output::DeadLetter(dl) => canonical::to_json(dl).map_err(|e| e.to_string()),
         };
-        Some(Publication {
-            topic: topic.clone(),
-            key,
-            // Serializing these plain structs cannot fail: no maps with non-string keys.
-            payload: payload
-                .expect("output events serialize to JSON")
-                .into_bytes(),
-        })
+        // Serializing these plain structs cannot fail: no maps with non-string keys.
+        text.expect("output events serialize to JSON")
     }
 
     /// What the output is, as the producer's metrics name it.
