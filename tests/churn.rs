@@ -2,6 +2,9 @@
 //! instances share the input partitions, one is killed with `kill -9` and another added
 //! mid-run. The store ends with exactly the offline oracle's audit records and every
 //! partition's final checkpoint holds the oracle's final state.
+//!
+//! A fifth of the records is published only once the added instance has been assigned
+//! partitions, so it always joins while there is work left, however fast the others are.
 
 mod support;
 
@@ -34,7 +37,14 @@ fn wait_committed(run: &Run, point: i64) {
 async fn three_instances_one_killed_one_added_lose_and_double_nothing() {
     let broker = Broker::start(false);
     let n = records();
-    let run = Run::prepare(&broker.bootstrap(), |t, p| broker.create_topic(t, p), n).await;
+    let held = n / 5;
+    let mut run = Run::prepare_holding_back(
+        &broker.bootstrap(),
+        |t, p| broker.create_topic(t, p),
+        n,
+        held,
+    )
+    .await;
     let mut rng = Rng::from_env();
     let started = Instant::now();
     let a = run.start("a", &[]);
@@ -52,6 +62,13 @@ async fn three_instances_one_killed_one_added_lose_and_double_nothing() {
     // member's join then moves b's partitions, and some of a's and c's, to d.
     std::thread::sleep(Duration::from_secs(7));
     let d = run.start("d", &[]);
+    wait_assigned(&run, "d");
+    eprintln!(
+        "d assigned partitions at {} committed after {:?}",
+        run.committed_total(),
+        started.elapsed()
+    );
+    run.publish_held().await;
     run.wait_committed_to_end(Duration::from_secs(180));
     eprintln!("run finished after {:?}", started.elapsed());
     for service in [a, c, d] {
@@ -62,10 +79,22 @@ async fn three_instances_one_killed_one_added_lose_and_double_nothing() {
     let outcome = run.verify().await;
     eprintln!("{outcome:?}");
     outcome.assert_exact();
-    // d took part: it was assigned partitions mid-run.
-    let d_log = std::fs::read_to_string(run.dir.path().join("d.log")).expect("d's log");
-    assert!(
-        d_log.contains("Partitions assigned partitions=[("),
-        "the added instance was assigned partitions\n{log}"
-    );
+}
+
+/// Waits until `service`'s log says it was assigned partitions (an empty assignment does
+/// not count).
+fn wait_assigned(run: &Run, service: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let path = run.dir.path().join(format!("{service}.log"));
+    while !std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .contains("Partitions assigned partitions=[(")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{service} was not assigned partitions\n{}",
+            run.rebalance_history()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -17,7 +17,9 @@ use indicatif::ProgressBar;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{audit_stream, committed_partitions, one_record_per_batch, publish_and_place, unique};
+use super::{
+    audit_stream, committed_partitions, one_record_per_batch, publish_more_and_place, unique,
+};
 
 const SAMPLE: &str = include_str!("../../examples/demo.jsonl");
 const RECIPES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/recipes.yaml");
@@ -31,6 +33,8 @@ pub struct Run {
     pub config: Config,
     pub dir: tempfile::TempDir,
     pub inputs: Vec<Record>,
+    /// Records generated but not yet published: (topic, key, payload).
+    held: Vec<(String, String, Vec<u8>)>,
 }
 
 /// A cheap deterministic generator (xorshift), seeded from `AUDIT_STREAM_TEST_SEED` or
@@ -115,6 +119,17 @@ impl Run {
     /// Creates the topics and publishes `n` mixed records, one record per batch (see
     /// [`one_record_per_batch`]).
     pub async fn prepare(bootstrap: &str, create_topic: impl Fn(&str, u32), n: usize) -> Run {
+        Run::prepare_holding_back(bootstrap, create_topic, n, 0).await
+    }
+
+    /// [`Run::prepare`], publishing only the first `n - held` records: the last `held`
+    /// wait for [`Run::publish_held`].
+    pub async fn prepare_holding_back(
+        bootstrap: &str,
+        create_topic: impl Fn(&str, u32),
+        n: usize,
+        held: usize,
+    ) -> Run {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::default();
         config.kafka.bootstrap_servers = bootstrap.to_string();
@@ -133,23 +148,47 @@ impl Run {
         for t in config.topics.outputs() {
             create_topic(t, 1);
         }
+        let mut events = mixed(n, &config);
+        let held = events.split_off(n - held.min(n));
+        let mut run = Run {
+            config,
+            dir,
+            inputs: Vec::new(),
+            held,
+        };
         let started = Instant::now();
-        let events = mixed(n, &config);
-        let mut inputs = Vec::new();
-        for (topic, partitions) in Run::input_partitions(&config) {
+        let published = events.len();
+        run.publish(events).await;
+        eprintln!("published {published} records in {:?}", started.elapsed());
+        run
+    }
+
+    /// Publishes the records [`Run::prepare_holding_back`] held back.
+    pub async fn publish_held(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        let count = held.len();
+        self.publish(held).await;
+        eprintln!("published the {count} records held back");
+    }
+
+    /// Publishes `events` after the records already published, and places them.
+    async fn publish(&mut self, events: Vec<(String, String, Vec<u8>)>) {
+        for (topic, partitions) in Run::input_partitions(&self.config) {
             let of_topic: Vec<(String, Vec<u8>)> = events
                 .iter()
                 .filter(|(t, _, _)| *t == topic)
                 .map(|(_, k, p)| (k.clone(), p.clone()))
                 .collect();
-            let kafka = one_record_per_batch(&config.kafka);
-            inputs.extend(publish_and_place(&kafka, &topic, partitions, of_topic).await);
-        }
-        eprintln!("published {n} records in {:?}", started.elapsed());
-        Run {
-            config,
-            dir,
-            inputs,
+            let (mut placed, others): (Vec<Record>, Vec<Record>) = std::mem::take(&mut self.inputs)
+                .into_iter()
+                .partition(|r| r.topic == topic);
+            let kafka = one_record_per_batch(&self.config.kafka);
+            if !of_topic.is_empty() {
+                placed = publish_more_and_place(&kafka, &topic, partitions, placed.len(), of_topic)
+                    .await;
+            }
+            self.inputs = others;
+            self.inputs.extend(placed);
         }
     }
 
@@ -266,7 +305,8 @@ impl Run {
             }
             assert!(
                 Instant::now() < deadline,
-                "not committed to the end: {committed:?} of {ends:?}\n{}",
+                "not committed to the end: {committed:?} of {ends:?}\n{}\n{}",
+                self.rebalance_history(),
                 self.logs_tail()
             );
             std::thread::sleep(Duration::from_millis(500));

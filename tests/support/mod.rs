@@ -322,8 +322,20 @@ pub async fn publish_and_place(
     partitions: i32,
     events: Vec<(String, Vec<u8>)>,
 ) -> Vec<audit_stream::record::Record> {
+    publish_more_and_place(kafka, topic, partitions, 0, events).await
+}
+
+/// [`publish_and_place`] on a topic that already holds `already` records: returns every
+/// record of the topic, those before and the new ones.
+pub async fn publish_more_and_place(
+    kafka: &audit_stream::config::KafkaConfig,
+    topic: &str,
+    partitions: i32,
+    already: usize,
+    events: Vec<(String, Vec<u8>)>,
+) -> Vec<audit_stream::record::Record> {
     use audit_stream::record::Record;
-    let count = events.len();
+    let count = already + events.len();
     let records: Vec<Record> = events
         .into_iter()
         .enumerate()
