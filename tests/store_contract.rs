@@ -161,7 +161,8 @@ fn verdict(
                     "executed_targets": ["api-gateway", "billing-db"],
                     "contract_scope": ["api-gateway"],
                     "ratio": 0.25,
-                }),
+                })
+                .into(),
             }
         })
         .collect();

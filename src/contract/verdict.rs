@@ -50,7 +50,7 @@ mod tests {
                 name: format!("check {}", i + 1),
                 result: *result,
                 reason: String::new(),
-                evidence: json!({}),
+                evidence: json!({}).into(),
             })
             .collect()
     }

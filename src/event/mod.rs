@@ -3,12 +3,14 @@
 //! Types only: no I/O, no clock. Each type has a JSON Schema in `schemas/` and the
 //! `contracts` test proves both accept and reject the same examples.
 
+pub mod evidence;
 mod ids;
 mod input;
 mod output;
 pub mod rfc3339;
 mod strict;
 
+pub use evidence::Evidence;
 pub use ids::{output_id, OutputKind};
 pub use input::{
     CoordinationDecision, CoordinationEvent, EnvelopeClass, ExecutionEvent, InputEvent, JobStatus,

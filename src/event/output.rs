@@ -3,9 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
 
+use super::evidence::Evidence;
 use super::input::{CoordinationDecision, EnvelopeClass, Phase};
 use super::{rfc3339, strict};
 
@@ -129,7 +129,7 @@ pub struct CheckOutcome {
     #[serde(deserialize_with = "strict::name")]
     pub result: CheckResult,
     pub reason: String,
-    pub evidence: Value,
+    pub evidence: Evidence,
 }
 
 /// The contract audit's verdict on one job run (SPEC §4, §4b).

@@ -3,10 +3,9 @@
 //! Executed targets are the `output.target` of each step; steps without one are not
 //! scope-checked. PASS when every executed target is in `contract_scope`, else FAIL.
 
-use serde_json::json;
-
-use super::{executed_targets, list, outcome};
-use crate::event::{CheckOutcome, CheckResult, ExecutionEvent};
+use super::{executed_targets, list, outcome, owned};
+use crate::event::evidence::Scope;
+use crate::event::{CheckOutcome, CheckResult, Evidence, ExecutionEvent};
 
 const ID: &str = "A-001";
 const NAME: &str = "scope compliance";
@@ -18,10 +17,10 @@ pub(super) fn check(event: &ExecutionEvent) -> CheckOutcome {
         .copied()
         .filter(|target| !event.contract_scope.iter().any(|s| s == target))
         .collect();
-    let evidence = json!({
-        "executed_targets": executed,
-        "contract_scope": event.contract_scope,
-        "out_of_scope": out_of_scope,
+    let evidence = Evidence::Scope(Scope {
+        contract_scope: event.contract_scope.clone(),
+        executed_targets: owned(executed.iter().copied()),
+        out_of_scope: owned(out_of_scope.iter().copied()),
     });
     if out_of_scope.is_empty() {
         let reason = if executed.is_empty() {
@@ -84,7 +83,11 @@ mod tests {
                 .collect();
             let outcome = check(&event);
             assert_eq!(outcome.result, *result, "{case}");
-            assert_eq!(outcome.evidence["out_of_scope"], json!(out), "{case}");
+            assert_eq!(
+                outcome.evidence.to_value()["out_of_scope"],
+                json!(out),
+                "{case}"
+            );
             assert_eq!(outcome.check_id, "A-001");
         }
     }
@@ -98,7 +101,10 @@ mod tests {
             outcome.reason,
             "executed targets outside the contract scope: cache"
         );
-        assert_eq!(outcome.evidence["executed_targets"], json!(["cache", "db"]));
-        assert_eq!(outcome.evidence["contract_scope"], json!(["db"]));
+        assert_eq!(
+            outcome.evidence.to_value()["executed_targets"],
+            json!(["cache", "db"])
+        );
+        assert_eq!(outcome.evidence.to_value()["contract_scope"], json!(["db"]));
     }
 }

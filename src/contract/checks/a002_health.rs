@@ -8,10 +8,9 @@
 //! only in `health_after` are ignored: the job cannot have degraded them. A missing
 //! snapshot → INCONCLUSIVE.
 
-use serde_json::json;
-
-use super::{list, outcome, snapshots};
-use crate::event::{CheckOutcome, CheckResult, ExecutionEvent};
+use super::{list, missing, outcome, owned, snapshots};
+use crate::event::evidence::{Health, StatusChange};
+use crate::event::{CheckOutcome, CheckResult, Evidence, ExecutionEvent};
 
 const ID: &str = "A-002";
 const NAME: &str = "health preservation";
@@ -30,14 +29,17 @@ fn rank(status: &str) -> Option<u8> {
 pub(super) fn check(event: &ExecutionEvent) -> CheckOutcome {
     let (before, after) = match snapshots(event) {
         Ok(both) => both,
-        Err(missing) => {
-            let reason = format!("health snapshot missing: {}", list(missing.iter().copied()));
+        Err(missing_names) => {
+            let reason = format!(
+                "health snapshot missing: {}",
+                list(missing_names.iter().copied())
+            );
             return outcome(
                 ID,
                 NAME,
                 CheckResult::Inconclusive,
                 reason,
-                json!({ "missing": missing }),
+                missing(missing_names),
             );
         }
     };
@@ -50,32 +52,22 @@ pub(super) fn check(event: &ExecutionEvent) -> CheckOutcome {
             missing_after.push(capability.as_str());
             continue;
         };
+        let change = || StatusChange {
+            after: Some(now.clone()),
+            before: Some(was.clone()),
+            capability: capability.clone(),
+        };
         match (rank(was), rank(now)) {
-            (Some(r_was), Some(r_now)) if r_now < r_was => degraded.push(json!({
-                "capability": capability,
-                "before": was,
-                "after": now,
-            })),
+            (Some(r_was), Some(r_now)) if r_now < r_was => degraded.push(change()),
             (Some(_), Some(_)) => {}
-            _ => unknown.push(json!({
-                "capability": capability,
-                "before": was,
-                "after": now,
-            })),
+            _ => unknown.push(change()),
         }
     }
 
-    let evidence = json!({
-        "health_before": before,
-        "health_after": after,
-        "missing_after": missing_after,
-        "degraded": degraded,
-        "unknown_status": unknown,
-    });
-    if !missing_after.is_empty() || !degraded.is_empty() {
+    let (result, reason) = if !missing_after.is_empty() || !degraded.is_empty() {
         let mut parts = Vec::new();
         if !degraded.is_empty() {
-            let names = degraded.iter().filter_map(|d| d["capability"].as_str());
+            let names = degraded.iter().map(|d| d.capability.as_str());
             parts.push(format!("health degraded for {}", list(names)));
         }
         if !missing_after.is_empty() {
@@ -84,25 +76,31 @@ pub(super) fn check(event: &ExecutionEvent) -> CheckOutcome {
                 list(missing_after.iter().copied())
             ));
         }
-        outcome(ID, NAME, CheckResult::Fail, parts.join("; "), evidence)
+        (CheckResult::Fail, parts.join("; "))
     } else if !unknown.is_empty() {
-        let names = unknown.iter().filter_map(|d| d["capability"].as_str());
+        let names = list(unknown.iter().map(|d| d.capability.as_str()));
         let reason = format!(
-            "health status outside HEALTHY, DEGRADED, UNHEALTHY cannot be ranked for {}",
-            list(names)
+            "health status outside HEALTHY, DEGRADED, UNHEALTHY cannot be ranked for {names}"
         );
-        outcome(ID, NAME, CheckResult::Inconclusive, reason, evidence)
+        (CheckResult::Inconclusive, reason)
+    } else if before.is_empty() {
+        let reason = "no capability was reported before the job, so none can have degraded";
+        (CheckResult::Pass, reason.to_owned())
     } else {
-        let reason = if before.is_empty() {
-            "no capability was reported before the job, so none can have degraded".to_owned()
-        } else {
-            format!(
-                "all {} capabilities reported before the job are as healthy or healthier after it",
-                before.len()
-            )
-        };
-        outcome(ID, NAME, CheckResult::Pass, reason, evidence)
-    }
+        let reason = format!(
+            "all {} capabilities reported before the job are as healthy or healthier after it",
+            before.len()
+        );
+        (CheckResult::Pass, reason)
+    };
+    let evidence = Evidence::Health(Health {
+        degraded,
+        health_after: after.clone(),
+        health_before: before.clone(),
+        missing_after: owned(missing_after.iter().copied()),
+        unknown_status: unknown,
+    });
+    outcome(ID, NAME, result, reason, evidence)
 }
 
 #[cfg(test)]
@@ -160,9 +158,12 @@ mod tests {
             outcome.reason,
             "health degraded for db; no health reported after the job for cache"
         );
-        assert_eq!(outcome.evidence["missing_after"], json!(["cache"]));
         assert_eq!(
-            outcome.evidence["degraded"],
+            outcome.evidence.to_value()["missing_after"],
+            json!(["cache"])
+        );
+        assert_eq!(
+            outcome.evidence.to_value()["degraded"],
             json!([{"capability": "db", "before": "HEALTHY", "after": "DEGRADED"}])
         );
     }
@@ -172,7 +173,10 @@ mod tests {
         let mut event = passing_event();
         event.health_after = None;
         let outcome = check(&event);
-        assert_eq!(outcome.evidence, json!({"missing": ["health_after"]}));
+        assert_eq!(
+            outcome.evidence.to_value(),
+            json!({"missing": ["health_after"]})
+        );
         assert_eq!(outcome.reason, "health snapshot missing: health_after");
     }
 }

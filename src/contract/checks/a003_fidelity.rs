@@ -9,10 +9,11 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use super::{executed_targets, list, outcome};
-use crate::event::{CheckOutcome, CheckResult, ExecutionEvent, JobStatus};
+use super::{executed_targets, list, missing, outcome, owned};
+use crate::event::evidence::Fidelity;
+use crate::event::{CheckOutcome, CheckResult, Evidence, ExecutionEvent, JobStatus};
 
 const ID: &str = "A-003";
 const NAME: &str = "execution fidelity";
@@ -50,17 +51,17 @@ pub(super) fn check(event: &ExecutionEvent) -> CheckOutcome {
             CheckResult::Inconclusive,
             "no proposed changes were reported, so execution cannot be compared with them"
                 .to_owned(),
-            json!({ "missing": ["proposed_changes"] }),
+            missing(vec!["proposed_changes"]),
         );
     };
     let proposed = proposed_targets(proposed);
     let executed = executed_targets(event);
     let not_executed: Vec<&str> = proposed.difference(&executed).copied().collect();
-    let evidence = json!({
-        "job_status": event.job_status,
-        "proposed_targets": proposed,
-        "executed_targets": executed,
-        "not_executed": not_executed,
+    let evidence = Evidence::Fidelity(Fidelity {
+        executed_targets: owned(executed.iter().copied()),
+        job_status: event.job_status,
+        not_executed: owned(not_executed.iter().copied()),
+        proposed_targets: owned(proposed.iter().copied()),
     });
     match (event.job_status, not_executed.is_empty()) {
         (_, true) => {
@@ -146,7 +147,11 @@ mod tests {
             let outcome = check(&event);
             assert_eq!(outcome.result, result, "{case}");
             if result != Inconclusive {
-                assert_eq!(outcome.evidence["not_executed"], not_executed, "{case}");
+                assert_eq!(
+                    outcome.evidence.to_value()["not_executed"],
+                    not_executed,
+                    "{case}"
+                );
             }
         }
     }
@@ -160,8 +165,14 @@ mod tests {
             outcome.reason,
             "job completed without executing proposed targets: queue"
         );
-        assert_eq!(outcome.evidence["proposed_targets"], json!(["db", "queue"]));
-        assert_eq!(outcome.evidence["job_status"], json!("COMPLETED"));
+        assert_eq!(
+            outcome.evidence.to_value()["proposed_targets"],
+            json!(["db", "queue"])
+        );
+        assert_eq!(
+            outcome.evidence.to_value()["job_status"],
+            json!("COMPLETED")
+        );
     }
 
     #[test]
@@ -169,7 +180,7 @@ mod tests {
         let mut event = passing_event();
         event.proposed_changes = None;
         assert_eq!(
-            check(&event).evidence,
+            check(&event).evidence.to_value(),
             json!({"missing": ["proposed_changes"]})
         );
     }

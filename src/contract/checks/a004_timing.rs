@@ -6,16 +6,16 @@
 //! missing evidence (SPEC §9).
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 
-use super::{list, outcome};
-use crate::event::{rfc3339, CheckOutcome, CheckResult, ExecutionEvent};
+use super::{list, missing, outcome};
+use crate::event::evidence::Timing;
+use crate::event::{CheckOutcome, CheckResult, Evidence, ExecutionEvent};
 
 const ID: &str = "A-004";
 const NAME: &str = "timing compliance";
 
 pub(super) fn check(event: &ExecutionEvent) -> CheckOutcome {
-    let fields: [(&str, Option<DateTime<Utc>>); 4] = [
+    let fields: [(&'static str, Option<DateTime<Utc>>); 4] = [
         ("activation_window_start", event.activation_window_start),
         ("activation_window_end", event.activation_window_end),
         ("job_started_at", event.job_started_at),
@@ -24,31 +24,25 @@ pub(super) fn check(event: &ExecutionEvent) -> CheckOutcome {
     let [(_, Some(window_start)), (_, Some(window_end)), (_, Some(started)), (_, Some(completed))] =
         fields
     else {
-        let missing: Vec<&str> = fields
+        let names: Vec<&'static str> = fields
             .iter()
             .filter(|(_, value)| value.is_none())
             .map(|(name, _)| *name)
             .collect();
-        let reason = format!("timing evidence missing: {}", list(missing.iter().copied()));
-        return outcome(
-            ID,
-            NAME,
-            CheckResult::Inconclusive,
-            reason,
-            json!({ "missing": missing }),
-        );
+        let reason = format!("timing evidence missing: {}", list(names.iter().copied()));
+        return outcome(ID, NAME, CheckResult::Inconclusive, reason, missing(names));
     };
 
     let inside = |t: DateTime<Utc>| window_start <= t && t <= window_end;
     let started_in_window = inside(started);
     let completed_in_window = inside(completed);
-    let evidence = json!({
-        "activation_window_start": rfc3339::text(&window_start),
-        "activation_window_end": rfc3339::text(&window_end),
-        "job_started_at": rfc3339::text(&started),
-        "job_completed_at": rfc3339::text(&completed),
-        "started_in_window": started_in_window,
-        "completed_in_window": completed_in_window,
+    let evidence = Evidence::Timing(Timing {
+        activation_window_end: window_end,
+        activation_window_start: window_start,
+        completed_in_window,
+        job_completed_at: completed,
+        job_started_at: started,
+        started_in_window,
     });
     match (started_in_window, completed_in_window) {
         (true, true) => outcome(
@@ -135,7 +129,7 @@ mod tests {
             "timing evidence missing: activation_window_end, job_completed_at"
         );
         assert_eq!(
-            outcome.evidence,
+            outcome.evidence.to_value(),
             json!({"missing": ["activation_window_end", "job_completed_at"]})
         );
     }
@@ -150,10 +144,16 @@ mod tests {
             "job completed outside the activation window"
         );
         assert_eq!(
-            outcome.evidence["job_completed_at"],
+            outcome.evidence.to_value()["job_completed_at"],
             json!("2025-03-01T11:01:00Z")
         );
-        assert_eq!(outcome.evidence["started_in_window"], json!(true));
-        assert_eq!(outcome.evidence["completed_in_window"], json!(false));
+        assert_eq!(
+            outcome.evidence.to_value()["started_in_window"],
+            json!(true)
+        );
+        assert_eq!(
+            outcome.evidence.to_value()["completed_in_window"],
+            json!(false)
+        );
     }
 }

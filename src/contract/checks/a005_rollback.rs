@@ -6,10 +6,11 @@
 //! may be fine, but nobody can say how to undo it. Else PASS. Status and step type match
 //! exactly, as reported.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::{list, outcome};
-use crate::event::{CheckOutcome, CheckResult, ExecutionEvent, StepResult};
+use super::{list, outcome, owned};
+use crate::event::evidence::Rollback;
+use crate::event::{CheckOutcome, CheckResult, Evidence, ExecutionEvent, StepResult};
 
 const ID: &str = "A-005";
 const NAME: &str = "rollback availability";
@@ -35,10 +36,10 @@ pub(super) fn check(event: &ExecutionEvent) -> CheckOutcome {
         .iter()
         .filter(|step| step.status == "COMPLETED")
         .count();
-    let evidence = json!({
-        "completed_steps": completed,
-        "exempt_step_types": EXEMPT_STEP_TYPES,
-        "steps_without_rollback": without,
+    let evidence = Evidence::Rollback(Rollback {
+        completed_steps: completed,
+        exempt_step_types: EXEMPT_STEP_TYPES,
+        steps_without_rollback: owned(without.iter().copied()),
     });
     if without.is_empty() {
         let reason = if completed == 0 {
@@ -129,7 +130,7 @@ mod tests {
             "completed steps without a rollback action: s9, s1"
         );
         assert_eq!(
-            outcome.evidence["steps_without_rollback"],
+            outcome.evidence.to_value()["steps_without_rollback"],
             json!(["s9", "s1"])
         );
     }

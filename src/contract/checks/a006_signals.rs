@@ -4,10 +4,11 @@
 //! differs from its `expected` → FAIL. Values compare as JSON, except that numbers
 //! compare by numeric value (1 equals 1.0), in arrays and objects too. Else PASS.
 
-use serde_json::{json, Number, Value};
+use serde_json::{Number, Value};
 
 use super::{list, outcome};
-use crate::event::{CheckOutcome, CheckResult, ExecutionEvent};
+use crate::event::evidence::Signals;
+use crate::event::{CheckOutcome, CheckResult, Evidence, ExecutionEvent};
 
 const ID: &str = "A-006";
 const NAME: &str = "signal consistency";
@@ -54,7 +55,10 @@ pub(super) fn check(event: &ExecutionEvent) -> CheckOutcome {
                 NAME,
                 CheckResult::Inconclusive,
                 "no signals were reported, so consistency cannot be judged".to_owned(),
-                json!({ "signals_compared": 0, "mismatches": [] }),
+                Evidence::Signals(Signals {
+                    mismatches: Vec::new(),
+                    signals_compared: 0,
+                }),
             );
         }
     };
@@ -62,23 +66,24 @@ pub(super) fn check(event: &ExecutionEvent) -> CheckOutcome {
         .iter()
         .filter(|s| !values_equal(&s.expected, &s.observed))
         .collect();
-    let evidence = json!({
-        "signals_compared": signals.len(),
-        "mismatches": mismatches,
-    });
-    if mismatches.is_empty() {
+    let (result, reason) = if mismatches.is_empty() {
         let reason = format!(
             "all {} signals observed their expected values",
             signals.len()
         );
-        outcome(ID, NAME, CheckResult::Pass, reason, evidence)
+        (CheckResult::Pass, reason)
     } else {
         let reason = format!(
             "signals observed values other than expected: {}",
             list(mismatches.iter().map(|s| s.name.as_str()))
         );
-        outcome(ID, NAME, CheckResult::Fail, reason, evidence)
-    }
+        (CheckResult::Fail, reason)
+    };
+    let evidence = Evidence::Signals(Signals {
+        mismatches: mismatches.into_iter().cloned().collect(),
+        signals_compared: signals.len(),
+    });
+    outcome(ID, NAME, result, reason, evidence)
 }
 
 #[cfg(test)]
@@ -143,9 +148,9 @@ mod tests {
             outcome.reason,
             "signals observed values other than expected: latency_ms, mode"
         );
-        assert_eq!(outcome.evidence["signals_compared"], json!(3));
+        assert_eq!(outcome.evidence.to_value()["signals_compared"], json!(3));
         assert_eq!(
-            outcome.evidence["mismatches"],
+            outcome.evidence.to_value()["mismatches"],
             json!([
                 {"name": "latency_ms", "expected": 100, "observed": 250},
                 {"name": "mode", "expected": "active", "observed": "standby"},

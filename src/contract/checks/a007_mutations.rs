@@ -7,10 +7,9 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::json;
-
-use super::{list, outcome, snapshots};
-use crate::event::{CheckOutcome, CheckResult, ExecutionEvent};
+use super::{list, missing, outcome, owned, snapshots};
+use crate::event::evidence::{Mutations, StatusChange};
+use crate::event::{CheckOutcome, CheckResult, Evidence, ExecutionEvent};
 
 const ID: &str = "A-007";
 const NAME: &str = "no unauthorized mutations";
@@ -18,15 +17,9 @@ const NAME: &str = "no unauthorized mutations";
 pub(super) fn check(event: &ExecutionEvent) -> CheckOutcome {
     let (before, after) = match snapshots(event) {
         Ok(both) => both,
-        Err(missing) => {
-            let reason = format!("health snapshot missing: {}", list(missing.iter().copied()));
-            return outcome(
-                ID,
-                NAME,
-                CheckResult::Inconclusive,
-                reason,
-                json!({ "missing": missing }),
-            );
+        Err(names) => {
+            let reason = format!("health snapshot missing: {}", list(names.iter().copied()));
+            return outcome(ID, NAME, CheckResult::Inconclusive, reason, missing(names));
         }
     };
     let capabilities: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
@@ -38,20 +31,13 @@ pub(super) fn check(event: &ExecutionEvent) -> CheckOutcome {
     let unauthorized: Vec<_> = changed
         .iter()
         .filter(|c| !event.contract_scope.iter().any(|s| s == *c))
-        .map(|c| {
-            json!({
-                "capability": c,
-                "before": before.get(*c),
-                "after": after.get(*c),
-            })
+        .map(|c| StatusChange {
+            after: after.get(*c).cloned(),
+            before: before.get(*c).cloned(),
+            capability: (*c).to_owned(),
         })
         .collect();
-    let evidence = json!({
-        "changed_capabilities": changed,
-        "contract_scope": event.contract_scope,
-        "unauthorized": unauthorized,
-    });
-    if unauthorized.is_empty() {
+    let (result, reason) = if unauthorized.is_empty() {
         let reason = if changed.is_empty() {
             "no capability changed health status".to_owned()
         } else {
@@ -60,15 +46,20 @@ pub(super) fn check(event: &ExecutionEvent) -> CheckOutcome {
                 changed.len()
             )
         };
-        outcome(ID, NAME, CheckResult::Pass, reason, evidence)
+        (CheckResult::Pass, reason)
     } else {
-        let names = unauthorized.iter().filter_map(|u| u["capability"].as_str());
         let reason = format!(
             "capabilities outside the contract scope changed health status: {}",
-            list(names)
+            list(unauthorized.iter().map(|u| u.capability.as_str()))
         );
-        outcome(ID, NAME, CheckResult::Fail, reason, evidence)
-    }
+        (CheckResult::Fail, reason)
+    };
+    let evidence = Evidence::Mutations(Mutations {
+        changed_capabilities: owned(changed.iter().copied()),
+        contract_scope: event.contract_scope.clone(),
+        unauthorized,
+    });
+    outcome(ID, NAME, result, reason, evidence)
 }
 
 #[cfg(test)]
@@ -121,11 +112,11 @@ mod tests {
             "capabilities outside the contract scope changed health status: cache, queue"
         );
         assert_eq!(
-            outcome.evidence["changed_capabilities"],
+            outcome.evidence.to_value()["changed_capabilities"],
             json!(["cache", "db", "queue"])
         );
         assert_eq!(
-            outcome.evidence["unauthorized"],
+            outcome.evidence.to_value()["unauthorized"],
             json!([
                 {"capability": "cache", "before": "HEALTHY", "after": null},
                 {"capability": "queue", "before": null, "after": "HEALTHY"},

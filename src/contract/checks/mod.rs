@@ -1,8 +1,9 @@
 //! The seven contract checks, one file each, and what they share.
 //!
 //! A check reads one aspect of the evidence and returns a [`CheckOutcome`] whose
-//! `evidence` is a JSON object of what it looked at and what it found. Sets of names are
-//! reported sorted, so the outcome of the same evidence is always the same value.
+//! `evidence` is what it looked at and what it found ([`Evidence`], a JSON object). Sets
+//! of names are reported sorted, so the outcome of the same evidence is always the same
+//! value.
 
 mod a001_scope;
 mod a002_health;
@@ -14,9 +15,8 @@ mod a007_mutations;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::Value;
-
-use crate::event::{CheckOutcome, CheckResult, ExecutionEvent};
+use crate::event::evidence::Missing;
+use crate::event::{CheckOutcome, CheckResult, Evidence, ExecutionEvent};
 
 /// Runs all seven checks, in A-001..A-007 order.
 pub fn run_checks(event: &ExecutionEvent) -> Vec<CheckOutcome> {
@@ -36,7 +36,7 @@ fn outcome(
     name: &str,
     result: CheckResult,
     reason: String,
-    evidence: Value,
+    evidence: Evidence,
 ) -> CheckOutcome {
     CheckOutcome {
         check_id: check_id.to_owned(),
@@ -45,6 +45,16 @@ fn outcome(
         reason,
         evidence,
     }
+}
+
+/// The evidence of a check that could not run: the names of what is missing.
+fn missing(names: Vec<&'static str>) -> Evidence {
+    Evidence::Missing(Missing { missing: names })
+}
+
+/// Names as owned strings, for evidence.
+fn owned<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    names.into_iter().map(str::to_owned).collect()
 }
 
 /// Capabilities the job acted on: the `output.target` of every step that has one.
@@ -117,7 +127,7 @@ mod tests {
         missing.job_started_at = None;
         for event in [passing_event(), missing] {
             for check in run_checks(&event) {
-                assert!(check.evidence.is_object(), "{}", check.check_id);
+                assert!(check.evidence.to_value().is_object(), "{}", check.check_id);
                 assert!(!check.reason.is_empty(), "{}", check.check_id);
             }
         }

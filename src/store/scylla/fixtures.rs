@@ -70,7 +70,7 @@ pub(crate) fn verdict(tenant: &str, contract: &str, offset: i64) -> AuditVerdict
         name: "scope compliance".into(),
         result,
         reason: "executed targets outside scope: billing-db".into(),
-        evidence: json!({"executed_targets": ["api-gateway", "billing-db"]}),
+        evidence: json!({"executed_targets": ["api-gateway", "billing-db"]}).into(),
     };
     AuditVerdict {
         schema_version: SCHEMA_VERSION,
