@@ -70,6 +70,11 @@ impl<'a> Writer<'a> {
         let _ = write!(self.out, "{}", n.into());
     }
 
+    /// An integer, as `serde_json` writes it (with `itoa` too).
+    fn integer(&mut self, n: impl itoa::Integer) {
+        self.out.push_str(itoa::Buffer::new().format(n));
+    }
+
     fn float(&mut self, f: f64) {
         match serde_json::Number::from_f64(f) {
             Some(n) => self.number(n),
@@ -339,7 +344,7 @@ impl Array<'_, '_> {
 macro_rules! number {
     ($($method:ident: $ty:ty),*) => {
         $(fn $method(self, v: $ty) -> Result<(), Error> {
-            self.number(v);
+            self.integer(v);
             Ok(())
         })*
     };
@@ -366,15 +371,15 @@ impl<'w, 'a> ser::Serializer for &'w mut Writer<'a> {
     fn serialize_i128(self, v: i128) -> Result<(), Error> {
         // As `serde_json::to_value`: within 64 bits or an error.
         match (i64::try_from(v), u64::try_from(v)) {
-            (Ok(v), _) => self.number(v),
-            (_, Ok(v)) => self.number(v),
+            (Ok(v), _) => self.integer(v),
+            (_, Ok(v)) => self.integer(v),
             _ => return Err(Error("number out of range".into())),
         }
         Ok(())
     }
     fn serialize_u128(self, v: u128) -> Result<(), Error> {
         let v = u64::try_from(v).map_err(|_| Error("number out of range".into()))?;
-        self.number(v);
+        self.integer(v);
         Ok(())
     }
     fn serialize_f32(self, v: f32) -> Result<(), Error> {
