@@ -82,8 +82,13 @@ pub fn evaluate(
         return Vec::new();
     };
 
-    let event_id = event.event_id.to_string();
+    // The source id as text, for the decisions' ids: written once, when a rule first
+    // decides.
+    let mut event_id = None;
     let mut decisions = Vec::new();
+    // `tenant:process:phase:field`, rewritten for each rule in one buffer: most rules
+    // only count, and a counted key that is already tracked is never copied.
+    let mut key = String::new();
 
     for rule in rules {
         let value = match event.phase {
@@ -93,13 +98,21 @@ pub fn evaluate(
         let Some(value) = value.filter(|v| !v.is_null()) else {
             continue;
         };
-        let key = format!(
-            "{}:{}:{}:{}",
-            event.tenant_id,
-            event.process,
+        key.clear();
+        for (i, part) in [
+            event.tenant_id.as_str(),
+            event.process.as_str(),
             event.phase.as_str(),
-            rule.field()
-        );
+            rule.field(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if i > 0 {
+                key.push(':');
+            }
+            key.push_str(part);
+        }
         let ValidationState { counter, ring } = state;
 
         let Some(message) = rule.violation(value) else {
@@ -122,9 +135,13 @@ pub fn evaluate(
         let ordinal = u32::try_from(decisions.len()).unwrap_or(u32::MAX);
         decisions.push(AuditDecision {
             schema_version: SCHEMA_VERSION,
-            event_id: output_id(&event_id, OutputKind::Decision, ordinal),
+            event_id: output_id(
+                event_id.get_or_insert_with(|| event.event_id.to_string()),
+                OutputKind::Decision,
+                ordinal,
+            ),
             tenant_id: event.tenant_id.clone(),
-            key,
+            key: key.clone(),
             process: event.process.clone(),
             phase: event.phase,
             field: rule.field().to_owned(),
