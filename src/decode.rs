@@ -44,6 +44,7 @@ use crate::event::{
 use crate::record::Record;
 use crate::schema::{SchemaError, SchemaKind, Schemas};
 
+mod ignored;
 pub(crate) mod json;
 
 /// Characters of a dead-letter message at most. Messages quote parts of the payload
@@ -233,11 +234,14 @@ const TYPED_DEPTH: usize = 4;
 /// `T` from JSON text, or `None` on any error or on a field `T` does not name.
 fn direct<T: DeserializeOwned>(text: &str) -> Option<T> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let mut unnamed = false;
-    let value = serde_ignored::deserialize(ObjectOnly(&mut deserializer), |_| unnamed = true);
+    let unnamed = std::cell::Cell::new(false);
+    let value = T::deserialize(ignored::Noting::new(
+        ObjectOnly(&mut deserializer),
+        &unnamed,
+    ));
     let value = value.ok()?;
     deserializer.end().ok()?;
-    (!unnamed).then_some(value)
+    (!unnamed.get()).then_some(value)
 }
 
 fn typed<T: DeserializeOwned>(value: Value) -> Result<T, DecodeError> {
