@@ -150,16 +150,21 @@ impl Decoder {
             Some(event) => event,
             None => self.decode_checked(kind, text)?,
         };
-        let expected = event.expected_key();
         match record.key_str() {
-            Some(key) if key == expected => Ok(event),
+            Some(key) if event.has_key(key) => Ok(event),
             Some(_) => Err(DecodeError::new(
                 ErrorClass::Semantic,
-                format!("message key does not match the event; expected {expected:?}"),
+                format!(
+                    "message key does not match the event; expected {:?}",
+                    event.expected_key()
+                ),
             )),
             None => Err(DecodeError::new(
                 ErrorClass::Semantic,
-                format!("message key is missing or not UTF-8; expected {expected:?}"),
+                format!(
+                    "message key is missing or not UTF-8; expected {:?}",
+                    event.expected_key()
+                ),
             )),
         }
     }

@@ -11,7 +11,7 @@
 
 mod checks;
 #[cfg(test)]
-mod fixture;
+pub(crate) mod fixture;
 mod verdict;
 
 use chrono::{DateTime, Utc};

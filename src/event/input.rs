@@ -42,10 +42,24 @@ impl InputEvent {
     /// The message key this event must be published under (SPEC §2), which keeps all
     /// state of a key on one partition.
     pub fn expected_key(&self) -> String {
+        let (tenant, name) = self.key_parts();
+        format!("{tenant}:{name}")
+    }
+
+    /// Whether `key` is [`InputEvent::expected_key`], compared without writing it.
+    pub fn has_key(&self, key: &str) -> bool {
+        let (tenant, name) = self.key_parts();
+        key.strip_prefix(tenant)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .is_some_and(|rest| rest == name)
+    }
+
+    /// The tenant and the name the key joins with a colon.
+    fn key_parts(&self) -> (&str, &str) {
         match self {
-            InputEvent::Validation(e) => format!("{}:{}", e.tenant_id, e.process),
-            InputEvent::Execution(e) => format!("{}:{}", e.tenant_id, e.contract_id),
-            InputEvent::Coordination(e) => format!("{}:{}", e.tenant_id, e.envelope_id),
+            InputEvent::Validation(e) => (&e.tenant_id, &e.process),
+            InputEvent::Execution(e) => (&e.tenant_id, &e.contract_id),
+            InputEvent::Coordination(e) => (&e.tenant_id, &e.envelope_id),
         }
     }
 }
@@ -305,4 +319,47 @@ pub struct CoordinationEvent {
         deserialize_with = "strict::optional_uuid"
     )]
     pub audit_id: Option<Uuid>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::fixture::passing_event;
+
+    #[test]
+    fn has_key_is_equality_with_the_expected_key() {
+        let parts = ["", "a", "a:b", ":", "acme", "acme:"];
+        let keys = [
+            "",
+            ":",
+            "a",
+            "a:",
+            ":a",
+            "a:a",
+            "a:b",
+            "a:b:a",
+            "a:b:a:b",
+            "::",
+            "acme:acme",
+            "acme::",
+            "acme:acme:",
+            "acme",
+        ];
+        for tenant in parts {
+            for contract in parts {
+                let mut event = passing_event();
+                event.tenant_id = tenant.to_owned();
+                event.contract_id = contract.to_owned();
+                let event = InputEvent::Execution(Box::new(event));
+                for key in keys {
+                    assert_eq!(
+                        event.has_key(key),
+                        key == event.expected_key(),
+                        "{tenant:?} {contract:?} {key:?}"
+                    );
+                }
+                assert!(event.has_key(&event.expected_key()));
+            }
+        }
+    }
 }
