@@ -99,6 +99,15 @@ impl Publication {
     }
 }
 
+/// `"{a}:{b}"`, written without `core::fmt`: a key per output.
+fn colon_joined(a: &str, b: &str) -> String {
+    let mut key = String::with_capacity(a.len() + 1 + b.len());
+    key.push_str(a);
+    key.push(':');
+    key.push_str(b);
+    key
+}
+
 impl Output {
     /// The Kafka record this output is published as; coordination records are only
     /// stored.
@@ -112,11 +121,11 @@ impl Output {
     fn destination<'t>(&self, topics: &'t TopicsConfig) -> Option<(&'t str, String)> {
         match self {
             Output::Audit(AuditRecord::Decision(d)) => {
-                Some((&topics.decisions, format!("{}:{}", d.tenant_id, d.process)))
+                Some((&topics.decisions, colon_joined(&d.tenant_id, &d.process)))
             }
             Output::Audit(AuditRecord::Verdict { verdict, .. }) => Some((
                 &topics.verdicts,
-                format!("{}:{}", verdict.tenant_id, verdict.contract_id),
+                colon_joined(&verdict.tenant_id, &verdict.contract_id),
             )),
             Output::Audit(AuditRecord::Coordination(_)) => None,
             Output::DeadLetter(dl) => Some((
