@@ -21,26 +21,31 @@ pub struct Rfc3339 {
 impl Rfc3339 {
     /// The text of `at`, or `None` where chrono's extended forms apply.
     fn by_hand(at: &DateTime<Utc>) -> Option<Rfc3339> {
-        let year = u32::try_from(at.year()).ok().filter(|y| *y <= 9999)?;
-        let nanos = at.nanosecond();
+        // Each accessor of a `DateTime` converts it to local time first; the UTC date
+        // and time are read once instead.
+        let naive = at.naive_utc();
+        let (date, time) = (naive.date(), naive.time());
+        let year = u32::try_from(date.year()).ok().filter(|y| *y <= 9999)?;
+        let nanos = time.nanosecond();
         if nanos >= 1_000_000_000 {
             return None;
         }
+        let seconds = time.num_seconds_from_midnight();
         let mut text = Rfc3339 {
             bytes: [0; MAX_LEN],
             len: 0,
         };
         text.digits(year, 4);
         text.push(b'-');
-        text.digits(at.month(), 2);
+        text.digits(date.month(), 2);
         text.push(b'-');
-        text.digits(at.day(), 2);
+        text.digits(date.day(), 2);
         text.push(b'T');
-        text.digits(at.hour(), 2);
+        text.digits(seconds / 3600, 2);
         text.push(b':');
-        text.digits(at.minute(), 2);
+        text.digits(seconds / 60 % 60, 2);
         text.push(b':');
-        text.digits(at.second(), 2);
+        text.digits(seconds % 60, 2);
         if nanos != 0 {
             text.push(b'.');
             if nanos % 1_000_000 == 0 {
