@@ -81,14 +81,6 @@ impl Rfc3339 {
     }
 }
 
-/// The text chrono's `Serialize` writes for `at`.
-pub fn text(at: &DateTime<Utc>) -> String {
-    match Rfc3339::by_hand(at) {
-        Some(text) => text.as_str().to_owned(),
-        None => at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-    }
-}
-
 /// `serialize_with` for a `DateTime<Utc>` field.
 pub fn serialize<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
     match Rfc3339::by_hand(at) {
@@ -122,6 +114,14 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// The text written by hand, or chrono's where it writes the instant.
+    fn text(at: &DateTime<Utc>) -> String {
+        match Rfc3339::by_hand(at) {
+            Some(text) => text.as_str().to_owned(),
+            None => at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        }
+    }
 
     /// What chrono's own `Serialize` writes.
     fn chrono_text(at: &DateTime<Utc>) -> String {
