@@ -43,7 +43,7 @@ impl InputEvent {
     /// state of a key on one partition.
     pub fn expected_key(&self) -> String {
         let (tenant, name) = self.key_parts();
-        format!("{tenant}:{name}")
+        super::message_key(tenant, name)
     }
 
     /// Whether `key` is [`InputEvent::expected_key`], compared without writing it.
@@ -54,7 +54,7 @@ impl InputEvent {
             .is_some_and(|rest| rest == name)
     }
 
-    /// The tenant and the name the key joins with a colon.
+    /// The tenant and the name the key joins ([`super::message_key`]).
     fn key_parts(&self) -> (&str, &str) {
         match self {
             InputEvent::Validation(e) => (&e.tenant_id, &e.process),

@@ -24,3 +24,13 @@ pub(crate) use strict::{with_value_depth, ObjectOnly};
 
 /// The `schema_version` every event of this release carries.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// A message key, `tenant:name` (SPEC §2): an input event's, and the decision or verdict
+/// derived from it, which keep the same key. Written without `core::fmt`: one per record.
+pub fn message_key(tenant: &str, name: &str) -> String {
+    let mut key = String::with_capacity(tenant.len() + 1 + name.len());
+    key.push_str(tenant);
+    key.push(':');
+    key.push_str(name);
+    key
+}

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::chain::PartitionChains;
 use crate::config::{Config, TopicsConfig};
 use crate::decode::{dead_letter, Decoder, InputKind};
-use crate::event::{DeadLetter, InputEvent, SourceRef};
+use crate::event::{message_key, DeadLetter, InputEvent, SourceRef};
 use crate::record::Record;
 use crate::schema::SchemaError;
 use crate::store::{AuditRecord, StoredRecord};
@@ -99,15 +99,6 @@ impl Publication {
     }
 }
 
-/// `"{a}:{b}"`, written without `core::fmt`: a key per output.
-fn colon_joined(a: &str, b: &str) -> String {
-    let mut key = String::with_capacity(a.len() + 1 + b.len());
-    key.push_str(a);
-    key.push(':');
-    key.push_str(b);
-    key
-}
-
 impl Output {
     /// The Kafka record this output is published as; coordination records are only
     /// stored.
@@ -121,11 +112,11 @@ impl Output {
     fn destination<'t>(&self, topics: &'t TopicsConfig) -> Option<(&'t str, String)> {
         match self {
             Output::Audit(AuditRecord::Decision(d)) => {
-                Some((&topics.decisions, colon_joined(&d.tenant_id, &d.process)))
+                Some((&topics.decisions, message_key(&d.tenant_id, &d.process)))
             }
             Output::Audit(AuditRecord::Verdict { verdict, .. }) => Some((
                 &topics.verdicts,
-                colon_joined(&verdict.tenant_id, &verdict.contract_id),
+                message_key(&verdict.tenant_id, &verdict.contract_id),
             )),
             Output::Audit(AuditRecord::Coordination(_)) => None,
             Output::DeadLetter(dl) => Some((
