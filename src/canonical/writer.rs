@@ -8,7 +8,7 @@
 //! arrived out of order (a struct's fields), its entries are rearranged in place: one
 //! scratch copy per unsorted object instead of a tree of allocations per value.
 
-use std::borrow::Cow;
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::fmt::{Display, Write as _};
 use std::ops::Range;
@@ -37,10 +37,27 @@ pub fn write<T: Serialize + ?Sized>(
     order: KeyOrder,
     skip: &[&str],
 ) -> Result<(), Error> {
-    value.serialize(&mut Writer {
-        out,
-        order: Some(order),
-        skip,
+    thread_local! {
+        static SCRATCH: RefCell<Scratch> = RefCell::default();
+    }
+    SCRATCH.with(|cell| {
+        // A `Serialize` implementation that writes canonical JSON of its own while this
+        // one is being written gets a scratch of its own.
+        let mut fresh = Scratch::default();
+        let mut held = cell.try_borrow_mut();
+        let scratch = match held.as_deref_mut() {
+            Ok(scratch) => scratch,
+            Err(_) => &mut fresh,
+        };
+        let written = value.serialize(&mut Writer {
+            out,
+            order: Some(order),
+            skip,
+            scratch,
+        });
+        // An error may leave an object's entries behind.
+        scratch.clear();
+        written
     })
 }
 
@@ -53,8 +70,54 @@ pub fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, Error> {
         out: &mut out,
         order: None,
         skip: &[],
+        // Nothing is sorted: the scratch stays empty, and empty never allocates.
+        scratch: &mut Scratch::default(),
     })?;
     Ok(out)
+}
+
+/// What sorting objects needs, shared by every object of a text and kept across texts
+/// of a thread: the entries of the objects being written (a stack: a nested object's
+/// entries are above its parent's and gone when it ends), the text of their map keys,
+/// and a copy of an object's body while its entries are put in order.
+#[derive(Default)]
+struct Scratch {
+    entries: Vec<Entry>,
+    keys: String,
+    body: String,
+}
+
+impl Scratch {
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.keys.clear();
+        self.body.clear();
+    }
+}
+
+/// An entry of an object being written, kept to sort the object when it ends.
+struct Entry {
+    key: Key,
+    /// Where the entry (`"key":value`) is in the output.
+    range: Range<usize>,
+}
+
+/// The key of an [`Entry`].
+#[derive(Clone)]
+enum Key {
+    /// A struct field's name.
+    Field(&'static str),
+    /// A map key: where its text is in [`Scratch::keys`].
+    Held(Range<usize>),
+}
+
+impl Key {
+    fn text<'k>(&self, keys: &'k str) -> &'k str {
+        match self {
+            Key::Field(name) => name,
+            Key::Held(range) => &keys[range.clone()],
+        }
+    }
 }
 
 struct Writer<'a> {
@@ -63,6 +126,7 @@ struct Writer<'a> {
     order: Option<KeyOrder>,
     /// Fields left out of the next object written; nested objects keep all.
     skip: &'a [&'a str],
+    scratch: &'a mut Scratch,
 }
 
 impl<'a> Writer<'a> {
@@ -86,12 +150,14 @@ impl<'a> Writer<'a> {
         let start = self.out.len();
         self.out.push('{');
         let skip = std::mem::take(&mut self.skip);
+        let (entries, keys) = (self.scratch.entries.len(), self.scratch.keys.len());
         Object {
             writer: self,
             start,
             skip,
             first: true,
-            entries: Vec::new(),
+            entries,
+            keys,
             key: PendingKey::None,
             variant: false,
         }
@@ -111,6 +177,7 @@ impl<'a> Writer<'a> {
             out: self.out,
             order: self.order,
             skip: &[],
+            scratch: self.scratch,
         }
     }
 }
@@ -118,8 +185,9 @@ impl<'a> Writer<'a> {
 /// The key of a map entry, between `serialize_key` and `serialize_value`.
 enum PendingKey {
     None,
-    /// Kept until the value comes: the entry may be left out or sorted.
-    Held(String),
+    /// Kept until the value comes, in [`Scratch::keys`]: the entry may be left out or
+    /// sorted.
+    Held(Range<usize>),
     /// Already written to the output, with its `:`: entries go in as serialized.
     Written,
 }
@@ -131,8 +199,10 @@ struct Object<'w, 'a> {
     start: usize,
     skip: &'a [&'a str],
     first: bool,
-    /// Keys and byte ranges of the entries, kept only when keys are sorted.
-    entries: Vec<(Cow<'static, str>, Range<usize>)>,
+    /// Where this object's entries begin in [`Scratch::entries`] (kept only when keys
+    /// are sorted) and its map keys in [`Scratch::keys`].
+    entries: usize,
+    keys: usize,
     /// The key of a map entry whose value comes next.
     key: PendingKey,
     /// Whether this object is the content of an enum variant (`{"v":{...}}`).
@@ -140,25 +210,23 @@ struct Object<'w, 'a> {
 }
 
 impl Object<'_, '_> {
-    fn entry<T: Serialize + ?Sized>(
-        &mut self,
-        key: Cow<'static, str>,
-        value: &T,
-    ) -> Result<(), Error> {
-        if self.skip.contains(&key.as_ref()) {
+    fn entry<T: Serialize + ?Sized>(&mut self, key: Key, value: &T) -> Result<(), Error> {
+        let writer = &mut *self.writer;
+        let text = key.text(&writer.scratch.keys);
+        if self.skip.contains(&text) {
             return Ok(());
         }
         if !self.first {
-            self.writer.out.push(',');
+            writer.out.push(',');
         }
         self.first = false;
-        let begin = self.writer.out.len();
-        write_string(self.writer.out, &key);
-        self.writer.out.push(':');
-        value.serialize(&mut self.writer.nested())?;
-        let end = self.writer.out.len();
-        if self.writer.order.is_some() {
-            self.entries.push((key, begin..end));
+        let begin = writer.out.len();
+        write_string(writer.out, text);
+        writer.out.push(':');
+        value.serialize(&mut writer.nested())?;
+        if writer.order.is_some() {
+            let range = begin..writer.out.len();
+            writer.scratch.entries.push(Entry { key, range });
         }
         Ok(())
     }
@@ -171,23 +239,32 @@ impl Object<'_, '_> {
             }
             return;
         };
-        let sorted = self
-            .entries
-            .windows(2)
-            .all(|w| order.cmp(&w[0].0, &w[1].0) != Ordering::Greater);
         let out = &mut *self.writer.out;
-        if !sorted {
-            let mut entries = self.entries;
-            entries.sort_by(|a, b| order.cmp(&a.0, &b.0));
-            let body = out.split_off(self.start + 1);
+        let Scratch {
+            entries: all,
+            keys,
+            body,
+        } = &mut *self.writer.scratch;
+        let entries = &mut all[self.entries..];
+        let cmp = |a: &Entry, b: &Entry| order.cmp(a.key.text(keys), b.key.text(keys));
+        if !entries
+            .windows(2)
+            .all(|w| cmp(&w[0], &w[1]) != Ordering::Greater)
+        {
+            entries.sort_by(cmp);
             let base = self.start + 1;
-            for (i, (_, range)) in entries.iter().enumerate() {
+            body.clear();
+            body.push_str(&out[base..]);
+            out.truncate(base);
+            for (i, entry) in entries.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&body[range.start - base..range.end - base]);
+                out.push_str(&body[entry.range.start - base..entry.range.end - base]);
             }
         }
+        all.truncate(self.entries);
+        keys.truncate(self.keys);
         out.push('}');
         if self.variant {
             out.push('}');
@@ -578,16 +655,17 @@ impl ser::SerializeMap for Object<'_, '_> {
             out.push(':');
             self.key = PendingKey::Written;
         } else {
-            let mut held = String::new();
-            key.serialize(KeyWriter(|key: &str| held.push_str(key)))?;
-            self.key = PendingKey::Held(held);
+            let keys = &mut self.writer.scratch.keys;
+            let start = keys.len();
+            key.serialize(KeyWriter(|key: &str| keys.push_str(key)))?;
+            self.key = PendingKey::Held(start..keys.len());
         }
         Ok(())
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
         match std::mem::replace(&mut self.key, PendingKey::None) {
             PendingKey::Written => value.serialize(&mut self.writer.nested()),
-            PendingKey::Held(key) => self.entry(Cow::Owned(key), value),
+            PendingKey::Held(key) => self.entry(Key::Held(key), value),
             PendingKey::None => Err(Error("map value without a key".into())),
         }
     }
@@ -605,7 +683,7 @@ impl ser::SerializeStruct for Object<'_, '_> {
         key: &'static str,
         value: &T,
     ) -> Result<(), Error> {
-        self.entry(Cow::Borrowed(key), value)
+        self.entry(Key::Field(key), value)
     }
     fn end(self) -> Result<(), Error> {
         Object::end(self);
@@ -621,7 +699,7 @@ impl ser::SerializeStructVariant for Object<'_, '_> {
         key: &'static str,
         value: &T,
     ) -> Result<(), Error> {
-        self.entry(Cow::Borrowed(key), value)
+        self.entry(Key::Field(key), value)
     }
     fn end(self) -> Result<(), Error> {
         Object::end(self);
@@ -804,5 +882,61 @@ mod tests {
         let mut out = String::new();
         assert!(write(&mut out, &map, KeyOrder::Bytes, &[]).is_err());
         assert!(serde_json::to_value(&map).is_err());
+    }
+
+    #[test]
+    fn a_failed_text_leaves_nothing_behind_for_the_next() {
+        // The error comes deep in an object whose entries and keys are held for sorting.
+        let failing = json!({"z": {"y": 1, "b": [{"x": 2}]}, "a": 0});
+        let bad = BTreeMap::from([((1, 2), "pair")]);
+        let mut out = String::new();
+        assert!(write(&mut out, &(failing.clone(), bad), KeyOrder::Bytes, &[]).is_err());
+        assert_eq!(
+            written(&failing, KeyOrder::Bytes, &[]),
+            canonical_json(&failing)
+        );
+        let record = record();
+        assert_eq!(written(&record, KeyOrder::Utf16, &[]), from_tree(&record));
+    }
+
+    /// A value whose `Serialize` writes canonical JSON of its own: a text inside a text.
+    struct Digesting(Value);
+
+    impl Serialize for Digesting {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let inner = written(&self.0, KeyOrder::Utf16, &[]);
+            let mut map = s.serialize_map(Some(2))?;
+            map.serialize_entry("text", &inner)?;
+            map.serialize_entry("value", &self.0)?;
+            map.end()
+        }
+    }
+
+    #[derive(Serialize)]
+    struct Around {
+        zeta: Value,
+        inner: Digesting,
+        alpha: u8,
+    }
+
+    #[test]
+    fn a_text_written_while_another_is_written_does_not_disturb_it() {
+        let value = json!({"q": {"z": 1, "a": 2}, "b": [3]});
+        // The outer object holds `zeta`'s entry, to sort, while `inner` writes its text.
+        let around = Around {
+            zeta: json!({"y": true, "d": false}),
+            inner: Digesting(value.clone()),
+            alpha: 1,
+        };
+        let expected = json!({
+            "zeta": around.zeta,
+            "inner": {"text": canonical_json(&value), "value": value},
+            "alpha": 1,
+        });
+        assert_eq!(
+            written(&around, KeyOrder::Utf16, &[]),
+            canonical_json(&expected)
+        );
     }
 }
