@@ -799,6 +799,42 @@ mod cases {
             );
         }
 
+        // All three in one batch, in every order.
+        for (n, order) in ORDERS.iter().enumerate() {
+            let contract = format!("one-batch-{n}");
+            let base = 100 * n as i64;
+            let verdicts = [
+                verdict("acme", &contract, 2, base + 5, CheckResult::Pass),
+                verdict("acme", &contract, 2, base + 1, CheckResult::Fail),
+                verdict("acme", &contract, 2, base + 9, CheckResult::Inconclusive),
+            ];
+            let times = [at(10), at(30), at(20)];
+            let batch: Vec<_> = order
+                .iter()
+                .map(|&i| verdict_record(verdicts[i].clone(), times[i]))
+                .collect();
+            store.write_records(&batch).await.unwrap();
+            assert_eq!(
+                store.rollout_status("acme", &contract).await.unwrap(),
+                Some(RolloutStatus::from_verdict(&verdicts[1], at(30))),
+                "batch order {order:?}"
+            );
+            // A later batch of older evidence leaves it.
+            let older = verdict("acme", &contract, 2, base + 20, CheckResult::Pass);
+            store
+                .write_records(&[verdict_record(older, at(25))])
+                .await
+                .unwrap();
+            assert_eq!(
+                store
+                    .rollout_status("acme", &contract)
+                    .await
+                    .unwrap()
+                    .map(|s| s.occurred_at),
+                Some(at(30))
+            );
+        }
+
         // All in one batch, oldest last.
         let batch = [
             verdict_record(verdict("acme", "batch", 1, 1, CheckResult::Pass), at(50)),

@@ -20,6 +20,7 @@
 //! content (what a repeated write is compared against), and the columns needed for
 //! ordering and lookup.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -371,6 +372,10 @@ fn write_records(
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(classify)?;
     let mut outcome = WriteOutcome::default();
+    // The newest verdict written per contract. The stored status only ever moves to newer
+    // evidence, so of a call's verdicts only the newest of each contract can move it: one
+    // read and write of its status per contract, not per verdict.
+    let mut newest: BTreeMap<(&str, &str), (&AuditVerdict, DateTime<Utc>)> = BTreeMap::new();
     for stored in records {
         let StoredRecord {
             record,
@@ -411,8 +416,17 @@ fn write_records(
             occurred_at,
         } = record
         {
-            advance_rollout_status(&tx, &RolloutStatus::from_verdict(verdict, *occurred_at))?;
+            let key = (verdict.tenant_id.as_str(), verdict.contract_id.as_str());
+            let newer = |(kept, kept_at): &(&AuditVerdict, DateTime<Utc>)| {
+                (*occurred_at, verdict.audit_id) > (*kept_at, kept.audit_id)
+            };
+            if newest.get(&key).is_none_or(newer) {
+                newest.insert(key, (verdict, *occurred_at));
+            }
         }
+    }
+    for (verdict, occurred_at) in newest.into_values() {
+        advance_rollout_status(&tx, &RolloutStatus::from_verdict(verdict, occurred_at))?;
     }
     tx.commit().map_err(classify)?;
     Ok(outcome)
