@@ -113,6 +113,10 @@ fn write_string(out: &mut String, s: &str) {
 fn needs_escape(s: &str) -> bool {
     let bytes = s.as_bytes();
     let len = bytes.len();
+    if (8..=16).contains(&len) {
+        // Most keys and short values: two words, overlapping when shorter than 16.
+        return special_bytes(word(&bytes[..8])) | special_bytes(word(&bytes[len - 8..])) != 0;
+    }
     if len >= 8 {
         let chunks = bytes.chunks_exact(8);
         let last = if chunks.remainder().is_empty() {
