@@ -191,6 +191,17 @@ CREATE TABLE IF NOT EXISTS chain_heads (
 ) STRICT;
 "#,
     },
+    Migration {
+        version: 3,
+        sql: r#"
+-- Indexes no query of the service reads (listings go by tenant and source position, the
+-- gate by rollout_status's key). Each insert dirtied a page of each, spread over many
+-- keys: 8 % of the writer's time per audit record once the database has grown.
+DROP INDEX IF EXISTS audit_decisions_by_key;
+DROP INDEX IF EXISTS audit_verdicts_by_contract;
+DROP INDEX IF EXISTS coordination_audit_records_by_envelope;
+"#,
+    },
 ];
 
 /// SQLite behind the [`AuditStore`] trait. Cheap to clone: clones share the connection.
@@ -1252,6 +1263,94 @@ mod tests {
         drop(EmbeddedStore::open(&path).unwrap());
         drop(EmbeddedStore::open(&path).unwrap());
         assert_eq!(schema_version(&path), MIGRATIONS.last().unwrap().version);
+    }
+
+    /// The names of the indexes of `table`, in name order.
+    fn indexes(conn: &Connection, table: &str) -> Vec<String> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1
+                 ORDER BY name",
+            )
+            .unwrap();
+        stmt.query_map([table], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn version_3_drops_the_indexes_no_query_reads_and_keeps_the_listings_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        {
+            let store = EmbeddedStore::open(&path).unwrap();
+            store
+                .write(Arc::from(StoredRecord::chain([AuditRecord::Coordination(
+                    coordination(7),
+                )])))
+                .await
+                .unwrap();
+        }
+        // The same file as version 2 left it: its indexes back, its version 2.
+        {
+            let conn = Connection::open(&path).unwrap();
+            let version_2 = MIGRATIONS.iter().find(|m| m.version == 2).unwrap();
+            let created = MIGRATIONS[0]
+                .sql
+                .lines()
+                .filter(|line| line.starts_with("CREATE INDEX") || line.starts_with("    ON"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            conn.execute_batch(&created).unwrap();
+            conn.pragma_update(None, "user_version", version_2.version)
+                .unwrap();
+            // Two of its own and the primary key's.
+            assert_eq!(indexes(&conn, "audit_decisions").len(), 3, "{created}");
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(schema_version(&path), 3);
+        {
+            let conn = store.conn.lock().unwrap();
+            let named = |table| {
+                indexes(&conn, table)
+                    .into_iter()
+                    .filter(|name| !name.starts_with("sqlite_autoindex"))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(named("audit_decisions"), ["audit_decisions_by_tenant"]);
+            assert_eq!(named("audit_verdicts"), ["audit_verdicts_by_tenant"]);
+            assert_eq!(
+                named("coordination_audit_records"),
+                ["coordination_audit_records_by_tenant"]
+            );
+            // Every listing still reads its index, in order, without sorting.
+            for listing in [DECISIONS, VERDICTS, COORDINATION] {
+                let columns = format!(
+                    "source_topic, source_partition, source_offset, {}",
+                    listing.id_column
+                );
+                let plan: Vec<String> = conn
+                    .prepare(&format!(
+                        "EXPLAIN QUERY PLAN SELECT {columns}, record FROM {} WHERE tenant_id = ?1
+                         ORDER BY {columns} LIMIT 10",
+                        listing.table
+                    ))
+                    .unwrap()
+                    .query_map(["acme"], |row| row.get::<_, String>(3))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap();
+                let plan = plan.join("; ");
+                assert!(
+                    plan.contains(&format!("{}_by_tenant", listing.table)),
+                    "{plan}"
+                );
+                assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+            }
+        }
+        let page = store.coordination_records("acme", None, 10).await.unwrap();
+        assert_eq!(page.items, vec![coordination(7)]);
     }
 
     #[test]
