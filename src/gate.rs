@@ -28,7 +28,22 @@ pub struct RolloutStatus {
     pub audited_at: DateTime<Utc>,
 }
 
+/// Where evidence stands in the order in which a rollout status moves: by the execution
+/// event's `occurred_at`, then by audit id, so that two verdicts of one instant settle
+/// the same way in any write order. A status only ever moves to a greater one.
+pub type EvidenceOrder = (DateTime<Utc>, Uuid);
+
+/// The [`EvidenceOrder`] of a verdict's evidence.
+pub fn evidence_order(occurred_at: DateTime<Utc>, audit_id: Uuid) -> EvidenceOrder {
+    (occurred_at, audit_id)
+}
+
 impl RolloutStatus {
+    /// This status's place in [`evidence_order`].
+    pub fn evidence_order(&self) -> EvidenceOrder {
+        evidence_order(self.occurred_at, self.audit_id)
+    }
+
     /// The rollout status a verdict sets; `occurred_at` is the execution event's.
     pub fn from_verdict(verdict: &AuditVerdict, occurred_at: DateTime<Utc>) -> RolloutStatus {
         RolloutStatus {

@@ -39,7 +39,7 @@ use super::{
 };
 use crate::chain::{ChainHead, ChainKey, ChainLink};
 use crate::event::{AuditDecision, AuditVerdict, CoordinationRecord, SourceRef};
-use crate::gate::RolloutStatus;
+use crate::gate::{evidence_order, EvidenceOrder, RolloutStatus};
 
 /// How long a call waits for another connection's lock (another process on the same
 /// file) before it fails as [`StoreError::Unavailable`] and the caller backs off.
@@ -386,7 +386,7 @@ fn write_records(
     // The newest verdict written per contract. The stored status only ever moves to newer
     // evidence, so of a call's verdicts only the newest of each contract can move it: one
     // read and write of its status per contract, not per verdict.
-    let mut newest: BTreeMap<(&str, &str), (&AuditVerdict, DateTime<Utc>)> = BTreeMap::new();
+    let mut newest: BTreeMap<(&str, &str), (EvidenceOrder, &AuditVerdict)> = BTreeMap::new();
     for stored in records {
         let StoredRecord {
             record,
@@ -428,15 +428,13 @@ fn write_records(
         } = record
         {
             let key = (verdict.tenant_id.as_str(), verdict.contract_id.as_str());
-            let newer = |(kept, kept_at): &(&AuditVerdict, DateTime<Utc>)| {
-                (*occurred_at, verdict.audit_id) > (*kept_at, kept.audit_id)
-            };
-            if newest.get(&key).is_none_or(newer) {
-                newest.insert(key, (verdict, *occurred_at));
+            let order = evidence_order(*occurred_at, verdict.audit_id);
+            if newest.get(&key).is_none_or(|(kept, _)| order > *kept) {
+                newest.insert(key, (order, verdict));
             }
         }
     }
-    for (verdict, occurred_at) in newest.into_values() {
+    for ((occurred_at, _), verdict) in newest.into_values() {
         advance_rollout_status(&tx, &RolloutStatus::from_verdict(verdict, occurred_at))?;
     }
     tx.commit().map_err(classify)?;
@@ -700,7 +698,7 @@ fn advance_rollout_status(tx: &Transaction<'_>, status: &RolloutStatus) -> Resul
         let stored: RolloutStatus = serde_json::from_str(&json).map_err(|e| {
             StoreError::Permanent(format!("stored rollout status is not readable: {e}"))
         })?;
-        if (status.occurred_at, status.audit_id) <= (stored.occurred_at, stored.audit_id) {
+        if status.evidence_order() <= stored.evidence_order() {
             return Ok(());
         }
     }
