@@ -1169,6 +1169,13 @@ mod tests {
         }
     }
 
+    /// `coordination(offset)` alone, linked as the first record of its chain.
+    fn chained_coordination(offset: i64) -> Arc<[StoredRecord]> {
+        Arc::from(StoredRecord::chain([AuditRecord::Coordination(
+            coordination(offset),
+        )]))
+    }
+
     fn schema_version(path: &Path) -> i64 {
         Connection::open(path)
             .unwrap()
@@ -1190,12 +1197,7 @@ mod tests {
         };
         {
             let store = EmbeddedStore::open(&path).unwrap();
-            store
-                .write(Arc::from(StoredRecord::chain([AuditRecord::Coordination(
-                    coordination(7),
-                )])))
-                .await
-                .unwrap();
+            store.write(chained_coordination(7)).await.unwrap();
             store.save_checkpoint(&checkpoint).await.unwrap();
         }
         let store = EmbeddedStore::open(&path).unwrap();
@@ -1283,12 +1285,7 @@ mod tests {
         let path = dir.path().join("audit.db");
         {
             let store = EmbeddedStore::open(&path).unwrap();
-            store
-                .write(Arc::from(StoredRecord::chain([AuditRecord::Coordination(
-                    coordination(7),
-                )])))
-                .await
-                .unwrap();
+            store.write(chained_coordination(7)).await.unwrap();
         }
         // The same file as version 2 left it: its indexes back, its version 2.
         {
@@ -1444,19 +1441,9 @@ mod tests {
             .unwrap();
         let other = Connection::open(&path).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let err = store
-            .write(Arc::from(StoredRecord::chain([AuditRecord::Coordination(
-                coordination(1),
-            )])))
-            .await
-            .unwrap_err();
+        let err = store.write(chained_coordination(1)).await.unwrap_err();
         assert!(err.is_retryable(), "{err}");
         other.execute_batch("ROLLBACK").unwrap();
-        store
-            .write(Arc::from(StoredRecord::chain([AuditRecord::Coordination(
-                coordination(1),
-            )])))
-            .await
-            .unwrap();
+        store.write(chained_coordination(1)).await.unwrap();
     }
 }
