@@ -103,7 +103,6 @@ struct Entry {
 }
 
 /// The key of an [`Entry`].
-#[derive(Clone)]
 enum Key {
     /// A struct field's name.
     Field(&'static str),
