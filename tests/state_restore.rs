@@ -1,6 +1,6 @@
 //! Operator state across a crash, a rebalance and a restore: a new owner of a partition
 //! restores its checkpoint, and every decision (BLOCK ones depend on exact counts)
-//! equals the offline oracle's. The crash and readiness tests run on Tansu
+//! equals the offline oracle's. The crash, readiness and rewound-commit tests run on Tansu
 //! (`AUDIT_STREAM_TEST_BROKER=mock` moves them to librdkafka's mock cluster); inputs are
 //! published one record per batch, see `support::one_record_per_batch`. The hand-over
 //! and `exactly_once` tests run on the mock cluster, which has transactions.
@@ -536,6 +536,121 @@ async fn a_joining_instance_replays_nothing_because_revoked_partitions_are_drain
     }
 }
 
+/// The group's committed offsets are below the checkpoints (the commit after the last
+/// save failed: the process died, or the group had already lost its partitions). The
+/// next owner skips the records the checkpoints cover and commits the checkpoints'
+/// offsets although no record follows them, so the group's lag goes to zero. (With
+/// `exactly_once`, every transaction commits each partition's position; the mock
+/// cluster, the only one here with transactions, does not report offsets committed in
+/// them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_committed_below_its_checkpoint_commits_the_checkpoint_without_new_records() {
+    init_logs();
+    let broker = Broker::start(false);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config(&broker, dir.path());
+    let inputs = produce(&config).await;
+    let expected = oracle(&config, &inputs);
+    let partitions: Vec<(&str, i32)> = (0..PARTITIONS)
+        .map(|p| (config.topics.validation.as_str(), p))
+        .collect();
+    let ends: Vec<i64> = (0..PARTITIONS)
+        .map(|p| inputs.iter().filter(|r| r.partition == p).count() as i64)
+        .collect();
+    let committed =
+        || committed_partitions(&broker.bootstrap(), &config.kafka.group_id, &partitions);
+    let store = EmbeddedStore::in_memory().expect("store");
+
+    let (first, stop, service) =
+        start_instance(&config, Arc::new(store.clone()) as Arc<dyn AuditStore>);
+    wait_until(
+        "the first instance read every record",
+        Duration::from_secs(120),
+        || first.snapshot().records_done >= RECORDS as u64,
+    )
+    .await;
+    let _ = stop.send(true);
+    service.await.expect("join").expect("stops cleanly");
+    let at_end: Vec<Option<i64>> = ends.iter().map(|e| Some(*e)).collect();
+    assert_eq!(
+        committed(),
+        at_end,
+        "a clean stop commits every partition to its end"
+    );
+
+    let behind: Vec<i64> = ends.iter().map(|e| e / 2).collect();
+    commit_offsets(
+        &broker,
+        &config.kafka.group_id,
+        &config.topics.validation,
+        &behind,
+    );
+    let rewound: Vec<Option<i64>> = behind.iter().map(|o| Some(*o)).collect();
+    assert_eq!(
+        committed(),
+        rewound,
+        "the commits moved back below the checkpoints"
+    );
+
+    let (second, stop, service) =
+        start_instance(&config, Arc::new(store.clone()) as Arc<dyn AuditStore>);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = committed();
+        if now == at_end {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group stays committed at {now:?}, below the checkpoints at {ends:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = stop.send(true);
+    service.await.expect("join").expect("stops cleanly");
+    assert_eq!(
+        second.snapshot().records_in,
+        0,
+        "the records the checkpoints cover are skipped"
+    );
+    assert_each_decision_once(&expected, &decision_copies(&config, &broker));
+}
+
+/// Commits `offsets[p]` for partition `p` of `topic` in `group`, as an operator's offset
+/// reset does. The mock cluster takes commits only from a member: there the committer
+/// joins the group first, and leaves after the commit.
+fn commit_offsets(broker: &Broker, group: &str, topic: &str, offsets: &[i64]) {
+    let committer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        // Should its leaving go unnoticed, the group waits this long for it, not minutes.
+        .set("session.timeout.ms", "6000")
+        .set("max.poll.interval.ms", "6000")
+        .create()
+        .expect("committer");
+    let mut tpl = TopicPartitionList::new();
+    for (p, offset) in offsets.iter().enumerate() {
+        tpl.add_partition_offset(topic, p as i32, Offset::Offset(*offset))
+            .expect("offset");
+    }
+    if matches!(broker, Broker::Mock(_)) {
+        committer.subscribe(&[topic]).expect("subscribe");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while committer.assignment().expect("assignment").count() < offsets.len() {
+            assert!(
+                Instant::now() < deadline,
+                "the committer was never assigned"
+            );
+            let _ = committer.poll(Duration::from_millis(100));
+        }
+    }
+    committer
+        .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .expect("commit");
+    committer.unsubscribe();
+}
+
 /// `exactly_once`: a transaction committed outputs and offsets further than the store's
 /// checkpoint (the store saves after the commit). The next owner restores the
 /// checkpoint, replays up to the committed offset to rebuild the state, and publishes
@@ -604,37 +719,12 @@ async fn a_restore_behind_a_committed_transaction_publishes_nothing_twice() {
     );
 
     // What the last transaction committed: every partition's end.
-    let committer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", &config.kafka.group_id)
-        .set("enable.auto.commit", "false")
-        // Should its leaving go unnoticed, the group waits this long for it, not minutes.
-        .set("session.timeout.ms", "6000")
-        .set("max.poll.interval.ms", "6000")
-        .create()
-        .expect("committer");
-    // The mock cluster takes commits only from a member of the group.
-    committer
-        .subscribe(&[config.topics.validation.as_str()])
-        .expect("subscribe");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while committer.assignment().expect("assignment").count() < PARTITIONS as usize {
-        assert!(
-            Instant::now() < deadline,
-            "the committer was never assigned"
-        );
-        let _ = committer.poll(Duration::from_millis(100));
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (p, end) in ends.iter().enumerate() {
-        tpl.add_partition_offset(&config.topics.validation, p as i32, Offset::Offset(*end))
-            .expect("offset");
-    }
-    committer
-        .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
-        .expect("commit");
-    committer.unsubscribe();
-    drop(committer);
+    commit_offsets(
+        &broker,
+        &config.kafka.group_id,
+        &config.topics.validation,
+        &ends,
+    );
 
     let (second, stop, service) =
         start_instance(&config, Arc::new(behind.clone()) as Arc<dyn AuditStore>);

@@ -13,9 +13,10 @@
 //! producer's transactions, and the revoke hook commits the open one.
 //!
 //! An assigned partition with a checkpoint starts at its committed offset, which is the
-//! checkpoint's offset or, after a crash between a checkpoint save and the next commit,
-//! below it (the consumer loop skips the records the checkpoint already covers): a
-//! restore needs no backward seek. Only when the committed offset is missing or ahead of
+//! checkpoint's offset or, after a crash or a lost assignment between a checkpoint save
+//! and the next commit, below it (the consumer loop skips the records the checkpoint
+//! already covers, and the checkpoint's offset is stored for the next commit at once):
+//! a restore needs no backward seek. Only when the committed offset is missing or ahead of
 //! the checkpoint (offsets committed by another release, or a lost checkpoint) is the
 //! start offset set in the assignment itself, before the client fetches anything. (A
 //! broker must serve a fetch from any offset; Tansu 0.6 does not serve one from inside

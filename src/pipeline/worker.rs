@@ -254,9 +254,9 @@ impl Worker {
                 Some(outcome) = outcomes.recv() => self.saved(&consumer, outcome),
                 // At once, not at the next record or tick: readiness follows the
                 // assignment even while the partitions are idle.
-                Some(change) = assignments.recv() => self.apply_assignment(change, &restorer),
+                Some(change) = assignments.recv() => self.apply_assignment(change, &restorer, &consumer),
                 _ = tick.tick() => {
-                    self.apply_assignments(&mut assignments, &restorer);
+                    self.apply_assignments(&mut assignments, &restorer, &consumer);
                     if transactional {
                         // Snapshots follow the commit, at the positions it committed.
                         if let Err(error) = self.commit_transaction(&consumer) {
@@ -267,7 +267,7 @@ impl Worker {
                     self.dead_letter_rate.refresh(std::time::Instant::now());
                 }
                 message = consumer.recv(), if self.progress.in_flight() < self.config.ingest.max_in_flight_records => {
-                    self.apply_assignments(&mut assignments, &restorer);
+                    self.apply_assignments(&mut assignments, &restorer, &consumer);
                     if let Some(error) = restorer.fatal() {
                         break Err(error);
                     }
@@ -299,7 +299,7 @@ impl Worker {
                 "Shutdown drain timed out; those records are replayed by the next owner"
             );
         }
-        self.apply_assignments(&mut assignments, &restorer);
+        self.apply_assignments(&mut assignments, &restorer, &consumer);
         // With transactions, what is in the open transaction is committed only after a
         // clean run and drain; otherwise it is aborted and the restart replays it.
         let committed = if !transactional {
@@ -345,15 +345,23 @@ impl Worker {
         &mut self,
         assignments: &mut mpsc::UnboundedReceiver<Assignment>,
         restorer: &Restorer,
+        consumer: &InputConsumer,
     ) {
         while let Ok(change) = assignments.try_recv() {
-            self.apply_assignment(change, restorer);
+            self.apply_assignment(change, restorer, consumer);
         }
     }
 
     /// Applies one assignment change: restored or fresh state for assigned partitions,
     /// none for revoked ones.
-    fn apply_assignment(&self, change: Assignment, restorer: &Restorer) {
+    ///
+    /// A restored partition's checkpoint offset is stored for the next commit at once.
+    /// The committed offset may be below it (a commit that failed after the save, on a
+    /// crash or when the group lost the partition), and the records in between are
+    /// skipped, not processed: without new records after them, no later checkpoint
+    /// would ever move the committed offset, and the group's lag would stay above zero.
+    fn apply_assignment(&self, change: Assignment, restorer: &Restorer, consumer: &InputConsumer) {
+        let mut restored_at = Vec::new();
         let mut partitions = self
             .shared
             .partitions
@@ -372,6 +380,7 @@ impl Worker {
                                 Some(restored.next_offset),
                                 restored.published_through,
                             );
+                            restored_at.push((tp.clone(), restored.next_offset));
                             partitions.insert(tp, Arc::new(Mutex::new(restored.state)));
                         }
                         None => {
@@ -390,6 +399,10 @@ impl Worker {
                     partitions.remove(&tp);
                 }
             }
+        }
+        drop(partitions);
+        for (tp, next_offset) in restored_at {
+            self.store_checkpointed(consumer, &tp, next_offset);
         }
     }
 
