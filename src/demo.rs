@@ -102,7 +102,10 @@ pub async fn run() -> Result<DemoReport, DemoError> {
 
     let published = produce::publish(&config.kafka, "examples/demo.jsonl", &records).await?;
     let store: Arc<dyn AuditStore> = Arc::new(EmbeddedStore::in_memory()?);
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        decisions_by_key: true,
+        ..Shared::default()
+    });
     let (stop, shutdown) = watch::channel(false);
     let runtime = Runtime {
         store: store.clone(),

@@ -73,7 +73,9 @@ pub enum PipelineError {
     Task(String),
 }
 
-/// Counts of one run, for the demo summary and tests.
+/// Counts of one run, for the demo summary and tests. Every map but
+/// `decisions_by_key` has a few fixed keys; that one is kept only when
+/// [`Shared::decisions_by_key`] asks for it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RunStats {
     pub records_in: u64,
@@ -89,6 +91,48 @@ pub struct RunStats {
     pub audit_records_durable: u64,
 }
 
+impl RunStats {
+    /// Counts a record of `kind` and its outputs; each decision under its counter key
+    /// only when `per_key`.
+    fn count(&mut self, kind: &str, outputs: &[Output], per_key: bool) {
+        self.records_in += 1;
+        let mut dead = false;
+        for output in outputs {
+            match output {
+                Output::DeadLetter(dl) => {
+                    dead = true;
+                    *self
+                        .dead_letters_by_class
+                        .entry(dl.error_class.as_str().to_string())
+                        .or_default() += 1;
+                }
+                Output::Audit(AuditRecord::Decision(d)) => {
+                    *self
+                        .decisions_by_level
+                        .entry(format!("{}/{}", d.level.as_str(), d.decision.as_str()))
+                        .or_default() += 1;
+                    if per_key {
+                        *self.decisions_by_key.entry(d.key.clone()).or_default() += 1;
+                    }
+                }
+                Output::Audit(AuditRecord::Verdict { verdict, .. }) => {
+                    *self
+                        .verdicts_by_result
+                        .entry(verdict.verdict.as_str().to_string())
+                        .or_default() += 1;
+                }
+                Output::Audit(AuditRecord::Coordination(_)) => self.coordination_records += 1,
+            }
+            if !matches!(output, Output::Audit(AuditRecord::Coordination(_))) {
+                self.outputs_published += 1;
+            }
+        }
+        if !dead {
+            *self.decoded_by_kind.entry(kind.to_string()).or_default() += 1;
+        }
+    }
+}
+
 /// State the HTTP API reads while the pipeline runs.
 #[derive(Default)]
 pub struct Shared {
@@ -99,6 +143,10 @@ pub struct Shared {
     /// Partitions whose checkpoint is being loaded; not ready while any is.
     pub restoring: AtomicUsize,
     pub stats: Mutex<RunStats>,
+    /// Whether [`RunStats::decisions_by_key`] is kept: for the demo's summary. A service
+    /// never keeps it: one entry per counter key ever decided on would grow without the
+    /// bound and eviction the counters have.
+    pub decisions_by_key: bool,
 }
 
 impl Shared {
@@ -638,46 +686,27 @@ impl Worker {
     fn count(&mut self, record: &Record, outputs: &[Output]) {
         let kind = self.operator.kind_label(&record.topic);
         metrics::record_consumed(kind);
-        let mut stats = self.shared.stats();
-        stats.records_in += 1;
         let mut dead = false;
         for output in outputs {
             match output {
                 Output::DeadLetter(dl) => {
                     dead = true;
                     metrics::dead_lettered(dl);
-                    *stats
-                        .dead_letters_by_class
-                        .entry(dl.error_class.as_str().to_string())
-                        .or_default() += 1;
                 }
-                Output::Audit(AuditRecord::Decision(d)) => {
-                    metrics::decision_emitted(d);
-                    *stats
-                        .decisions_by_level
-                        .entry(format!("{}/{}", d.level.as_str(), d.decision.as_str()))
-                        .or_default() += 1;
-                    *stats.decisions_by_key.entry(d.key.clone()).or_default() += 1;
-                }
+                Output::Audit(AuditRecord::Decision(d)) => metrics::decision_emitted(d),
                 Output::Audit(AuditRecord::Verdict { verdict, .. }) => {
-                    metrics::verdict_emitted(verdict);
-                    *stats
-                        .verdicts_by_result
-                        .entry(verdict.verdict.as_str().to_string())
-                        .or_default() += 1;
+                    metrics::verdict_emitted(verdict)
                 }
-                Output::Audit(AuditRecord::Coordination(_)) => stats.coordination_records += 1,
-            }
-            if !matches!(output, Output::Audit(AuditRecord::Coordination(_))) {
-                stats.outputs_published += 1;
+                Output::Audit(AuditRecord::Coordination(_)) => {}
             }
         }
         self.dead_letter_rate
             .record(kind, dead, std::time::Instant::now());
         if !dead {
             metrics::record_decoded(kind);
-            *stats.decoded_by_kind.entry(kind.to_string()).or_default() += 1;
         }
+        let per_key = self.shared.decisions_by_key;
+        self.shared.stats().count(kind, outputs, per_key);
     }
 }
 
@@ -685,4 +714,41 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::dataset::{Generator, Mix, RECIPES};
+    use crate::validation::Recipes;
+
+    /// A service's counts keep no entry per counter key, whatever keys come; the demo's
+    /// keep one per key, and both agree on everything else.
+    #[test]
+    fn run_stats_keep_decisions_by_key_only_when_asked() {
+        let config = Config::default();
+        let operator = Operator::new(&config).expect("schemas compile");
+        let recipes = Recipes::parse(RECIPES).expect("recipes");
+        let mut state = PartitionState::new(&recipes);
+        let start = DateTime::from_timestamp(1_790_000_000, 0).expect("time");
+        let (mut service, mut demo) = (RunStats::default(), RunStats::default());
+        for record in Generator::new(5, &config.topics, start, Mix::All).take(2_000) {
+            let outputs = operator.process(&record, &recipes, &mut state, start);
+            let kind = operator.kind_label(&record.topic);
+            service.count(kind, &outputs, false);
+            demo.count(kind, &outputs, true);
+        }
+        let decisions: u64 = demo.decisions_by_level.values().sum();
+        assert!(demo.decisions_by_key.len() > 10, "{demo:?}");
+        assert_eq!(demo.decisions_by_key.values().sum::<u64>(), decisions);
+        assert!(service.decisions_by_key.is_empty());
+        assert_eq!(
+            RunStats {
+                decisions_by_key: BTreeMap::new(),
+                ..demo
+            },
+            service
+        );
+        assert_eq!(service.records_in, 2_000);
+    }
 }
