@@ -14,11 +14,13 @@
 //!   `demo` and single-machine loads this store serves. A caller that stops waiting
 //!   (a timeout) does not cancel the call: it still completes or rolls back, which is
 //!   harmless because writes are idempotent.
-//! - **Commits only append to the log**: a file store's write-ahead log is copied back
-//!   into the database by a connection of its own, on a thread of its own, every
-//!   [`LOG_COPY_INTERVAL`] (a passive checkpoint: it never blocks the writer). The
-//!   writer's own commits copy it back only if that thread falls behind by
-//!   [`WRITER_COPIES_LOG_AFTER_PAGES`], which bounds the log.
+//! - **Commits mostly only append to the log**: a file store's write-ahead log is
+//!   copied back into the database by a connection of its own, on a thread of its own,
+//!   every [`LOG_COPY_INTERVAL`] (a passive checkpoint: it never blocks the writer).
+//!   The log starts over only once all of it is copied, which under steady writes the
+//!   thread never quite reaches; so a commit that finds the log at
+//!   [`WRITER_COPIES_LOG_AFTER_PAGES`] copies the little the thread has not, and the log
+//!   starts over. The log file grows to about that size (32 MiB) and stays there.
 //!
 //! Records are only ever inserted (`ON CONFLICT DO NOTHING`: the first write of an id
 //! wins). Each row keeps the record's full JSON (what reads return), a digest of its
@@ -55,9 +57,9 @@ const OPEN_RETRY_FOR: Duration = Duration::from_secs(30);
 const CACHE_SIZE_KIB: i64 = -64 * 1024;
 /// How often the log-copying thread copies the write-ahead log back into the database.
 const LOG_COPY_INTERVAL: Duration = Duration::from_millis(100);
-/// Pages of write-ahead log (4 KiB each) at which the writer's commits copy the log back
-/// themselves: only when the log-copying thread has fallen this far behind. SQLite's
-/// default, which the writer kept before the thread, is 1,000.
+/// Pages of write-ahead log (4 KiB each) at which the writer's commits copy back what
+/// the log-copying thread has not yet copied, so that the log can start over. SQLite's
+/// default, at which the writer copied the whole log itself before the thread, is 1,000.
 const WRITER_COPIES_LOG_AFTER_PAGES: i64 = 8_000;
 
 /// A numbered schema change. Applied in order, each in its own transaction together with
@@ -270,8 +272,9 @@ impl EmbeddedStore {
     }
 
     /// Starts the thread that copies the write-ahead log back into the database, on a
-    /// connection of its own, and leaves the writer's commits to copy it only when the
-    /// thread falls behind. The thread ends with the store's last clone. Copying the log
+    /// connection of its own, and leaves the writer's commits to copy only what the
+    /// thread has not when the log reaches its bound. The thread ends with the store's
+    /// last clone. Copying the log
     /// was a third of the writer's time per audit record, all of it on the path of every
     /// record whose commit happened to copy.
     fn copy_log_in_background(&self, path: &Path) -> Result<(), StoreError> {
