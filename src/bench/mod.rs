@@ -435,7 +435,8 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         chrono::Utc::now().timestamp_millis()
     );
     let main = topics(&prefix);
-    let lat = topics(&format!("{prefix}-lat"));
+    let lat_prefix = format!("{prefix}-lat");
+    let lat = topics(&lat_prefix);
     let peer_out = format!("{prefix}.peer-out");
     let mut names: Vec<String> = Vec::new();
     for t in [&main, &lat] {
@@ -447,7 +448,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         );
     }
     names.push(peer_out.clone());
-    names.push(warm_up_topic(&format!("{prefix}-lat")));
+    names.push(warm_up_topic(&lat_prefix));
     match &tansu {
         Some(bin) => create_topics(bin, &brokers, &names)?,
         None => {

@@ -274,9 +274,8 @@ impl EmbeddedStore {
     /// Starts the thread that copies the write-ahead log back into the database, on a
     /// connection of its own, and leaves the writer's commits to copy only what the
     /// thread has not when the log reaches its bound. The thread ends with the store's
-    /// last clone. Copying the log
-    /// was a third of the writer's time per audit record, all of it on the path of every
-    /// record whose commit happened to copy.
+    /// last clone. Copying the log was a third of the writer's time per audit record, all
+    /// of it on the path of every record whose commit happened to copy.
     fn copy_log_in_background(&self, path: &Path) -> Result<(), StoreError> {
         let copier = Connection::open(path).map_err(classify)?;
         // Passive checkpoints never wait on a lock; FULL syncs the database after a copy.
