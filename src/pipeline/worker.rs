@@ -93,8 +93,8 @@ pub struct RunStats {
 
 impl RunStats {
     /// Counts a record of `kind` and its outputs; each decision under its counter key
-    /// only when `per_key`.
-    fn count(&mut self, kind: &str, outputs: &[Output], per_key: bool) {
+    /// only when `per_key`. Returns whether the record was dead-lettered.
+    fn count(&mut self, kind: &str, outputs: &[Output], per_key: bool) -> bool {
         self.records_in += 1;
         let mut dead = false;
         for output in outputs {
@@ -130,6 +130,7 @@ impl RunStats {
         if !dead {
             *self.decoded_by_kind.entry(kind.to_string()).or_default() += 1;
         }
+        dead
     }
 }
 
@@ -686,13 +687,9 @@ impl Worker {
     fn count(&mut self, record: &Record, outputs: &[Output]) {
         let kind = self.operator.kind_label(&record.topic);
         metrics::record_consumed(kind);
-        let mut dead = false;
         for output in outputs {
             match output {
-                Output::DeadLetter(dl) => {
-                    dead = true;
-                    metrics::dead_lettered(dl);
-                }
+                Output::DeadLetter(dl) => metrics::dead_lettered(dl),
                 Output::Audit(AuditRecord::Decision(d)) => metrics::decision_emitted(d),
                 Output::Audit(AuditRecord::Verdict { verdict, .. }) => {
                     metrics::verdict_emitted(verdict)
@@ -700,13 +697,13 @@ impl Worker {
                 Output::Audit(AuditRecord::Coordination(_)) => {}
             }
         }
+        let per_key = self.shared.decisions_by_key;
+        let dead = self.shared.stats().count(kind, outputs, per_key);
         self.dead_letter_rate
             .record(kind, dead, std::time::Instant::now());
         if !dead {
             metrics::record_decoded(kind);
         }
-        let per_key = self.shared.decisions_by_key;
-        self.shared.stats().count(kind, outputs, per_key);
     }
 }
 
@@ -732,11 +729,13 @@ mod tests {
         let mut state = PartitionState::new(&recipes);
         let start = DateTime::from_timestamp(1_790_000_000, 0).expect("time");
         let (mut service, mut demo) = (RunStats::default(), RunStats::default());
+        let mut dead_letters = 0;
         for record in Generator::new(5, &config.topics, start, Mix::All).take(2_000) {
             let outputs = operator.process(&record, &recipes, &mut state, start);
             let kind = operator.kind_label(&record.topic);
-            service.count(kind, &outputs, false);
-            demo.count(kind, &outputs, true);
+            let dead = service.count(kind, &outputs, false);
+            assert_eq!(demo.count(kind, &outputs, true), dead);
+            dead_letters += u64::from(dead);
         }
         let decisions: u64 = demo.decisions_by_level.values().sum();
         assert!(demo.decisions_by_key.len() > 10, "{demo:?}");
@@ -750,5 +749,8 @@ mod tests {
             service
         );
         assert_eq!(service.records_in, 2_000);
+        let decoded: u64 = service.decoded_by_kind.values().sum();
+        assert!(dead_letters > 0);
+        assert_eq!(decoded + dead_letters, 2_000);
     }
 }
