@@ -46,12 +46,38 @@ async fn demo_accounts_for_every_record_and_emits_every_required_metric() {
             "metric {name} is not emitted"
         );
     }
-    let consumed: f64 = exposition
-        .lines()
-        .filter(|l| l.starts_with("audit_stream_records_consumed_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert_eq!(consumed as u64, records.len() as u64, "consumed counter");
+    // The series recorded per record go through handles registered at install: each
+    // must count what the run counted.
+    let sum = |series: &str| -> u64 {
+        exposition
+            .lines()
+            .filter(|l| l.starts_with(series))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    let verdicts: u64 = stats.verdicts_by_result.values().sum();
+    assert_eq!(
+        sum("audit_stream_records_consumed_total{"),
+        records.len() as u64,
+        "consumed counter"
+    );
+    assert_eq!(
+        sum("audit_stream_records_decoded_total{"),
+        stats.decoded_by_kind.values().sum::<u64>(),
+        "decoded counter"
+    );
+    assert_eq!(sum("audit_stream_verdicts_total{"), verdicts);
+    assert_eq!(sum("audit_stream_checks_total{"), 7 * verdicts);
+    assert_eq!(
+        sum("audit_stream_outputs_acknowledged_total{"),
+        stats.outputs_acknowledged
+    );
+    assert_eq!(
+        sum("audit_stream_end_to_end_latency_seconds_count"),
+        stats.records_done
+    );
+    // One per checkpoint's offset stored for commit, not per record.
+    assert!(sum("audit_stream_offsets_committed_total") > 0);
     assert!(
         exposition.contains("audit_stream_dropped_total 0"),
         "nothing dropped"
