@@ -742,22 +742,29 @@ fn stored_copy(tx: &Transaction<'_>, record: &AuditRecord) -> Result<StoredCopy,
 /// `occurred_at`, ties broken by the greater `audit_id`. Any write order converges on
 /// the same row.
 fn advance_rollout_status(tx: &Transaction<'_>, status: &RolloutStatus) -> Result<(), StoreError> {
-    let stored: Option<String> = tx
+    // The stored status's place in the evidence order, from its columns: reading them
+    // costs less than parsing the status's JSON, once per contract and batch.
+    let stored: Option<(String, String)> = tx
         .prepare_cached(
-            "SELECT status FROM rollout_status WHERE tenant_id = ?1 AND contract_id = ?2",
+            "SELECT occurred_at, audit_id FROM rollout_status
+             WHERE tenant_id = ?1 AND contract_id = ?2",
         )
         .and_then(|mut stmt| {
             stmt.query_row(params![status.tenant_id, status.contract_id], |row| {
-                row.get(0)
+                Ok((row.get(0)?, row.get(1)?))
             })
             .optional()
         })
         .map_err(classify)?;
-    if let Some(json) = stored {
-        let stored: RolloutStatus = serde_json::from_str(&json).map_err(|e| {
+    if let Some((occurred_at, audit_id)) = stored {
+        let unreadable = |e: String| {
             StoreError::Permanent(format!("stored rollout status is not readable: {e}"))
-        })?;
-        if status.evidence_order() <= stored.evidence_order() {
+        };
+        let occurred_at = DateTime::parse_from_rfc3339(&occurred_at)
+            .map_err(|e| unreadable(e.to_string()))?
+            .with_timezone(&Utc);
+        let audit_id = Uuid::parse_str(&audit_id).map_err(|e| unreadable(e.to_string()))?;
+        if status.evidence_order() <= evidence_order(occurred_at, audit_id) {
             return Ok(());
         }
     }
