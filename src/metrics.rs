@@ -474,7 +474,8 @@ pub fn backpressure(held: bool, in_flight: usize) {
     gauge!("audit_stream_backpressure_active").set(if held { 1.0 } else { 0.0 });
 }
 
-/// Keys with a non-zero failure count held in operator state.
+/// Keys with a non-zero failure count held in operator state, over every partition this
+/// instance holds; set at each checkpoint interval.
 pub fn tracked_keys(count: usize) {
     gauge!("audit_stream_tracked_keys").set(count as f64);
 }

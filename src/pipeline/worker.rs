@@ -161,6 +161,21 @@ impl Shared {
     pub fn snapshot(&self) -> RunStats {
         self.stats().clone()
     }
+
+    /// Failure-counter keys tracked over every assigned partition.
+    pub fn tracked_keys(&self) -> usize {
+        let partitions: Vec<Arc<Mutex<PartitionState>>> = self
+            .partitions
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        partitions
+            .iter()
+            .map(|state| lock(state).validation.counter.tracked_keys())
+            .sum()
+    }
 }
 
 /// A record whose every output is acknowledged and every audit record durable.
@@ -314,6 +329,7 @@ impl Worker {
                     }
                     self.checkpoint(&saver);
                     self.dead_letter_rate.refresh(std::time::Instant::now());
+                    metrics::tracked_keys(self.shared.tracked_keys());
                 }
                 message = consumer.recv(), if self.progress.in_flight() < self.config.ingest.max_in_flight_records => {
                     self.apply_assignments(&mut assignments, &restorer, &consumer);
@@ -602,9 +618,7 @@ impl Worker {
                 .operator
                 .process(&record, &recipes, &mut state, Utc::now());
             self.count(&record, &outputs);
-            let linked = state.link(outputs, self.operator.topics());
-            metrics::tracked_keys(state.validation.counter.tracked_keys());
-            linked
+            state.link(outputs, self.operator.topics())
         };
 
         let durable = audit_records.len() as u64;
@@ -752,5 +766,37 @@ mod tests {
         let decoded: u64 = service.decoded_by_kind.values().sum();
         assert!(dead_letters > 0);
         assert_eq!(decoded + dead_letters, 2_000);
+    }
+
+    /// The tracked-keys gauge is the sum over the partitions held, not the count of the
+    /// partition that processed the latest record.
+    #[test]
+    fn tracked_keys_are_summed_over_every_partition() {
+        let config = Config::default();
+        let operator = Operator::new(&config).expect("schemas compile");
+        let recipes = Recipes::parse(RECIPES).expect("recipes");
+        let start = DateTime::from_timestamp(1_790_000_000, 0).expect("time");
+        let shared = Shared {
+            partitions: RwLock::default(),
+            ready: AtomicBool::new(false),
+            restoring: AtomicUsize::new(0),
+            stats: Mutex::default(),
+            decisions_by_key: false,
+        };
+        let mut expected = 0;
+        for (partition, records) in [(0, 300), (1, 1_500)] {
+            let mut state = PartitionState::new(&recipes);
+            let mut generated = Generator::new(partition as u64, &config.topics, start, Mix::All);
+            for record in generated.take(records) {
+                operator.process(&record, &recipes, &mut state, start);
+            }
+            let keys = state.validation.counter.tracked_keys();
+            assert!(keys > 0, "partition {partition} tracks keys");
+            expected += keys;
+            let tp = (config.topics.validation.clone(), partition);
+            let state = Arc::new(Mutex::new(state));
+            shared.partitions.write().expect("lock").insert(tp, state);
+        }
+        assert_eq!(shared.tracked_keys(), expected);
     }
 }
