@@ -12,6 +12,10 @@
 //!    content matches none of its id's entries was modified, and an id that is chained
 //!    but has no stored record was deleted.
 //!
+//! The embedded store keeps one copy of a written record's content, in its row, and its
+//! chain entry reads it from there: a modified row is found by the first check (the
+//! entry's hash no longer matches its content), a deleted row by the second.
+//!
 //! The rollout status table is derived from the verdicts and is not checked here.
 //! Memory: the ids and digests of one tenant's chain entries (about 150 bytes each) and
 //! one chain's entries at a time.
@@ -25,7 +29,7 @@ use uuid::Uuid;
 
 use crate::canonical::{canonical_json, sha256_hex};
 use crate::chain::{self, ChainHead, ChainKey, Entry};
-use crate::store::{AuditRecord, AuditStore, StoreError, StoredRecord};
+use crate::store::{AuditRecord, AuditStore, ChainEntry, StoreError, StoredRecord};
 
 /// Records read per store call.
 const PAGE: usize = 1_000;
@@ -215,9 +219,10 @@ pub fn progress_bar() -> ProgressBar {
     progress
 }
 
-/// What a chain entry says a record's content is, and which chain it is in.
+/// What a chain entry says a record's content is (`None`: the store could not read it),
+/// and which chain it is in.
 struct Chained {
-    digest: String,
+    digest: Option<String>,
     chain: ChainKey,
 }
 
@@ -238,25 +243,33 @@ async fn verify_tenant(
     let mut cursor: Option<String> = None;
     loop {
         let page = store.chain_entries(tenant, cursor.as_deref(), PAGE).await?;
-        for StoredRecord { record, link, .. } in page.items {
-            let key = ChainKey::of(&record);
+        for item in page.items {
+            let (key, kind, id, _) = item.parts();
             if current.as_ref().is_none_or(|(k, _)| *k != key) {
                 if let Some((k, entries)) = current.take() {
                     check_chain(&k, &entries, heads.remove(&k), report);
                 }
                 current = Some((key.clone(), Vec::new()));
             }
+            let (digest, intact, link) = match item {
+                ChainEntry::Stored(StoredRecord { record, link, .. }) => (
+                    Some(record_digest(&record)),
+                    chain::is_intact(&record, &link),
+                    link,
+                ),
+                // The embedded store keeps a written record's content in its row only, and
+                // the row is gone: the records check below names it deleted (chained, not
+                // stored). There is nothing to hash; the links around it are still checked.
+                ChainEntry::RecordMissing { link, .. } => (None, true, link),
+            };
             chained
-                .entry((record.kind(), record.id()))
+                .entry((kind, id))
                 .or_default()
-                .push(Chained {
-                    digest: record_digest(&record),
-                    chain: key,
-                });
+                .push(Chained { digest, chain: key });
             let entry = Entry {
-                id: record.id(),
-                kind: record.kind(),
-                intact: chain::is_intact(&record, &link),
+                id,
+                kind,
+                intact,
                 link,
             };
             if let Some((_, entries)) = current.as_mut() {
@@ -297,7 +310,9 @@ async fn verify_tenant(
                         kind,
                         id,
                     }),
-                    Some(entries) if !entries.iter().any(|e| e.digest == digest) => {
+                    Some(entries)
+                        if !entries.iter().any(|e| e.digest.as_ref() == Some(&digest)) =>
+                    {
                         Some(Problem::ModifiedRecord {
                             tenant_id: tenant.to_owned(),
                             kind,

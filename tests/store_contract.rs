@@ -18,11 +18,11 @@ use audit_stream::event::{
     VerdictResult, SCHEMA_VERSION,
 };
 use audit_stream::gate::RolloutStatus;
-use audit_stream::store::StoredRecord;
 use audit_stream::store::{
     scylla, AuditRecord, AuditStore, Checkpoint, Conflict, EmbeddedStore, FaultyStore, Page,
     RetryPolicy, ScyllaStore, StoreError, WriteOutcome,
 };
+use audit_stream::store::{ChainEntry, StoredRecord};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 use tempfile::TempDir;
@@ -1033,7 +1033,10 @@ mod cases {
                 .await
                 .unwrap();
             assert!(page.items.len() <= limit);
-            entries.extend(page.items);
+            entries.extend(page.items.into_iter().map(|entry| match entry {
+                ChainEntry::Stored(stored) => stored,
+                missing => panic!("every record is stored, yet {missing:?}"),
+            }));
             cursor = page.next;
             if cursor.is_none() {
                 return entries;

@@ -96,6 +96,21 @@ fn one(conn: &Connection, sql: &str) -> String {
     conn.query_row(sql, [], |row| row.get(0)).expect(sql)
 }
 
+/// The record JSON a chain entry chains: its own, or (a record written with it) its
+/// record's row's.
+fn entry_json(conn: &Connection, record_id: &str) -> String {
+    conn.query_row(
+        "SELECT COALESCE(c.record, d.record, v.record, r.record) FROM audit_chain c
+         LEFT JOIN audit_decisions d ON d.event_id = c.record_id
+         LEFT JOIN audit_verdicts v ON v.audit_id = c.record_id
+         LEFT JOIN coordination_audit_records r ON r.audit_id = c.record_id
+         WHERE c.record_id = ?1",
+        [record_id],
+        |row| row.get(0),
+    )
+    .expect("an entry with content")
+}
+
 /// (record_id, chain_seq) of the chain entries of the longest chain, in order.
 fn longest_chain(conn: &Connection) -> Vec<(String, i64)> {
     let (tenant, topic, partition): (String, String, i64) = conn
@@ -180,14 +195,20 @@ fn a_modified_chain_entry_is_named_even_with_its_hash_rewritten() {
     let result = tampered(|conn| {
         let chain = longest_chain(conn);
         id = chain[2].0.clone();
-        let (kind, prev, occurred_at, json): (String, String, Option<String>, String) = conn
+        let (kind, prev, occurred_at): (String, String, Option<String>) = conn
             .query_row(
-                "SELECT kind, prev_hash, occurred_at, json_set(record, '$.source.offset', 424242)
-                 FROM audit_chain WHERE record_id = ?1",
+                "SELECT kind, prev_hash, occurred_at FROM audit_chain WHERE record_id = ?1",
                 [&id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .expect("entry");
+        let json: String = conn
+            .query_row(
+                "SELECT json_set(?1, '$.source.offset', 424242)",
+                [entry_json(conn, &id)],
+                |r| r.get(0),
+            )
+            .expect("json");
         // The content changed and its own hash recomputed to match: only its successor's
         // link still names the original.
         let occurred_at = occurred_at.map(|t| {
@@ -283,10 +304,14 @@ fn an_inserted_chain_entry_is_named() {
         conn.execute(
             "INSERT INTO audit_chain
              SELECT tenant_id, source_topic, source_partition, 1000000, kind, ?2,
-                    source_offset, prev_hash, ?3, occurred_at,
-                    json_set(record, '$.event_id', ?2)
+                    source_offset, prev_hash, ?3, occurred_at, json_set(?4, '$.event_id', ?2)
              FROM audit_chain WHERE record_id = ?1",
-            params![chain[3].0, forged, "f".repeat(64)],
+            params![
+                chain[3].0,
+                forged,
+                "f".repeat(64),
+                entry_json(conn, &chain[3].0)
+            ],
         )
         .expect("insert");
     });

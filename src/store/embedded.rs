@@ -41,8 +41,8 @@ use uuid::Uuid;
 
 use super::cursor::Cursor;
 use super::{
-    AuditRecord, AuditStore, Checkpoint, Conflict, Page, StoreError, StoredRecord, WriteOutcome,
-    MAX_PAGE,
+    AuditRecord, AuditStore, ChainEntry, Checkpoint, Conflict, Page, StoreError, StoredRecord,
+    WriteOutcome, MAX_PAGE,
 };
 use crate::chain::{ChainHead, ChainKey, ChainLink};
 use crate::event::{AuditDecision, AuditVerdict, CoordinationRecord, SourceRef};
@@ -213,6 +213,33 @@ CREATE TABLE IF NOT EXISTS chain_heads (
 DROP INDEX IF EXISTS audit_decisions_by_key;
 DROP INDEX IF EXISTS audit_verdicts_by_contract;
 DROP INDEX IF EXISTS coordination_audit_records_by_envelope;
+"#,
+    },
+    Migration {
+        version: 4,
+        sql: r#"
+-- A chain entry keeps its record's JSON only when the record's own row does not hold
+-- that text (a duplicate or a conflict): NULL means "the row with record_id in the
+-- kind's table". A verdict's JSON is most of its bytes, and it took a page in each
+-- table. SQLite cannot drop a NOT NULL constraint: the table is rebuilt, its entries
+-- kept as they are.
+CREATE TABLE audit_chain_v4 (
+    tenant_id        TEXT    NOT NULL,
+    source_topic     TEXT    NOT NULL,
+    source_partition INTEGER NOT NULL,
+    chain_seq        INTEGER NOT NULL CHECK (chain_seq >= 0),
+    kind             TEXT    NOT NULL CHECK (kind IN ('decision', 'verdict', 'coordination')),
+    record_id        TEXT    NOT NULL,
+    source_offset    INTEGER NOT NULL,
+    prev_hash        TEXT    NOT NULL,
+    hash             TEXT    NOT NULL,
+    occurred_at      TEXT,
+    record           TEXT,
+    PRIMARY KEY (tenant_id, source_topic, source_partition, chain_seq)
+) STRICT;
+INSERT INTO audit_chain_v4 SELECT * FROM audit_chain;
+DROP TABLE audit_chain;
+ALTER TABLE audit_chain_v4 RENAME TO audit_chain;
 "#,
     },
 ];
@@ -454,7 +481,6 @@ fn write_records(
             ..
         } = stored;
         let json = stored.json()?;
-        insert_chain_entry(&tx, record, link, &json).map_err(classify)?;
         let inserted = match record {
             AuditRecord::Decision(d) => insert_decision(&tx, d, digest, &json),
             AuditRecord::Verdict {
@@ -464,6 +490,10 @@ fn write_records(
             AuditRecord::Coordination(c) => insert_coordination(&tx, c, digest, &json),
         }
         .map_err(classify)?;
+        // A record written here has its JSON in its row; the entry of one whose id was
+        // stored already (a duplicate, a conflict) keeps its own.
+        let entry_json = (inserted == 0).then_some(&*json);
+        insert_chain_entry(&tx, record, link, entry_json).map_err(classify)?;
         if inserted == 0 {
             let stored = stored_copy(&tx, record)?;
             if stored.digest == *digest {
@@ -653,7 +683,7 @@ fn insert_chain_entry(
     tx: &Transaction<'_>,
     record: &AuditRecord,
     link: &ChainLink,
-    json: &str,
+    json: Option<&str>,
 ) -> rusqlite::Result<usize> {
     let source = record.source();
     let occurred_at = match record {
@@ -911,22 +941,34 @@ fn read_page<T: DeserializeOwned>(
 }
 
 /// One page of chain entries in (topic, partition, position) order, after `after` (whose
-/// `offset` is the position).
+/// `offset` is the position). An entry without JSON of its own takes its record's from
+/// the record's row; where that row is gone, the entry comes back as
+/// [`ChainEntry::RecordMissing`].
 fn read_chain_page(
     conn: &mut Connection,
     tenant_id: &str,
     after: Option<Cursor>,
     limit: usize,
-) -> Result<Page<StoredRecord>, StoreError> {
+) -> Result<Page<ChainEntry>, StoreError> {
     let limit = limit.clamp(1, MAX_PAGE);
-    let columns = "source_topic, source_partition, chain_seq, kind, record_id, prev_hash, hash,
-                   occurred_at, record";
-    let order = "ORDER BY source_topic, source_partition, chain_seq LIMIT ?2";
+    let select = "SELECT c.source_topic, c.source_partition, c.chain_seq, c.kind, c.record_id,
+                         c.prev_hash, c.hash, c.occurred_at,
+                         COALESCE(c.record, d.record, v.record, r.record)
+                  FROM audit_chain c
+                  LEFT JOIN audit_decisions d
+                      ON c.record IS NULL AND c.kind = 'decision' AND d.event_id = c.record_id
+                  LEFT JOIN audit_verdicts v
+                      ON c.record IS NULL AND c.kind = 'verdict' AND v.audit_id = c.record_id
+                  LEFT JOIN coordination_audit_records r
+                      ON c.record IS NULL AND c.kind = 'coordination'
+                         AND r.audit_id = c.record_id
+                  WHERE c.tenant_id = ?1";
+    let order = "ORDER BY c.source_topic, c.source_partition, c.chain_seq LIMIT ?2";
     let sql = match after {
-        None => format!("SELECT {columns} FROM audit_chain WHERE tenant_id = ?1 {order}"),
+        None => format!("{select} {order}"),
         Some(_) => format!(
-            "SELECT {columns} FROM audit_chain WHERE tenant_id = ?1
-               AND (source_topic, source_partition, chain_seq) > (?3, ?4, ?5) {order}"
+            "{select} AND (c.source_topic, c.source_partition, c.chain_seq) > (?3, ?4, ?5)
+             {order}"
         ),
     };
     let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
@@ -940,7 +982,7 @@ fn read_chain_page(
         String,
         String,
         Option<String>,
-        String,
+        Option<String>,
     );
     let map_row = |row: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
         Ok((
@@ -973,20 +1015,37 @@ fn read_chain_page(
                 "chain entry {tenant_id}@{topic}/{partition} #{seq} ({kind} {id}): {e}"
             ))
         };
-        let occurred_at = occurred_at
-            .map(|t| DateTime::parse_from_rfc3339(&t).map(|t| t.with_timezone(&Utc)))
-            .transpose()
-            .map_err(|e| unreadable(e.to_string()))?;
-        let record =
-            AuditRecord::from_chain_fields(&kind, &json, occurred_at).map_err(unreadable)?;
-        let entry = StoredRecord::new(
-            record,
-            ChainLink {
-                seq: u64::try_from(seq).unwrap_or(0),
-                prev_hash,
-                hash,
+        let link = ChainLink {
+            seq: u64::try_from(seq).unwrap_or(0),
+            prev_hash,
+            hash,
+        };
+        let entry = match json {
+            Some(json) => {
+                let occurred_at = occurred_at
+                    .map(|t| DateTime::parse_from_rfc3339(&t).map(|t| t.with_timezone(&Utc)))
+                    .transpose()
+                    .map_err(|e| unreadable(e.to_string()))?;
+                let record = AuditRecord::from_chain_fields(&kind, &json, occurred_at)
+                    .map_err(unreadable)?;
+                ChainEntry::Stored(StoredRecord::new(record, link))
+            }
+            None => ChainEntry::RecordMissing {
+                key: ChainKey {
+                    tenant_id: tenant_id.to_owned(),
+                    topic: topic.clone(),
+                    partition,
+                },
+                kind: match kind.as_str() {
+                    "decision" => "decision",
+                    "verdict" => "verdict",
+                    "coordination" => "coordination",
+                    other => return Err(unreadable(format!("unknown kind {other:?}"))),
+                },
+                id: Uuid::parse_str(&id).map_err(|e| unreadable(e.to_string()))?,
+                link,
             },
-        );
+        };
         let cursor = Cursor {
             listing: "chain".to_owned(),
             topic,
@@ -1129,7 +1188,7 @@ impl AuditStore for EmbeddedStore {
         tenant_id: &str,
         cursor: Option<&str>,
         limit: usize,
-    ) -> Result<Page<StoredRecord>, StoreError> {
+    ) -> Result<Page<ChainEntry>, StoreError> {
         let after = cursor.map(|c| Cursor::decode(c, "chain")).transpose()?;
         let tenant_id = tenant_id.to_owned();
         self.call(move |conn| read_chain_page(conn, &tenant_id, after, limit))
@@ -1417,7 +1476,7 @@ mod tests {
             assert_eq!(indexes(&conn, "audit_decisions").len(), 3, "{created}");
         }
         let store = EmbeddedStore::open(&path).unwrap();
-        assert_eq!(schema_version(&path), 3);
+        assert_eq!(schema_version(&path), MIGRATIONS.last().unwrap().version);
         {
             let conn = store.conn.lock().unwrap();
             let named = |table| {
@@ -1459,6 +1518,125 @@ mod tests {
         }
         let page = store.coordination_records("acme", None, 10).await.unwrap();
         assert_eq!(page.items, vec![coordination(7)]);
+    }
+
+    /// Every chain entry of acme, read back.
+    async fn acme_entries(store: &EmbeddedStore) -> Vec<ChainEntry> {
+        store.chain_entries("acme", None, 100).await.unwrap().items
+    }
+
+    /// Chain entries that hold JSON of their own.
+    fn entries_with_json(store: &EmbeddedStore) -> i64 {
+        let conn = store.conn.lock().unwrap();
+        conn.query_row(
+            "SELECT count(*) FROM audit_chain WHERE record IS NOT NULL",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap()
+    }
+
+    /// A written record's JSON is stored once, in its row, and its chain entry reads it
+    /// from there; a conflicting record's entry keeps its own (no row has it); an entry
+    /// whose row is gone comes back as `RecordMissing`.
+    #[tokio::test]
+    async fn a_written_records_json_is_stored_once_and_a_conflicts_with_its_entry() {
+        let store = EmbeddedStore::in_memory().unwrap();
+        let mut republished = coordination(1);
+        republished.source.offset = 9;
+        let chain = StoredRecord::chain(
+            [coordination(0), coordination(1), republished.clone()].map(AuditRecord::Coordination),
+        );
+        let outcome = store.write(chain.clone().into()).await.unwrap();
+        assert_eq!((outcome.written, outcome.conflicts.len()), (2, 1));
+        assert_eq!(entries_with_json(&store), 1, "the conflict's entry alone");
+        let entries = acme_entries(&store).await;
+        let expected: Vec<ChainEntry> = chain.iter().cloned().map(ChainEntry::Stored).collect();
+        assert_eq!(entries, expected);
+        let stored = store.coordination_records("acme", None, 10).await.unwrap();
+        assert_eq!(stored.items, vec![coordination(0), coordination(1)]);
+
+        store
+            .conn
+            .lock()
+            .unwrap()
+            .execute(
+                "DELETE FROM coordination_audit_records WHERE audit_id = ?1",
+                [coordination(0).audit_id.to_string()],
+            )
+            .unwrap();
+        let entries = acme_entries(&store).await;
+        assert_eq!(
+            entries[0],
+            ChainEntry::RecordMissing {
+                key: ChainKey::of(&chain[0].record),
+                kind: "coordination",
+                id: coordination(0).audit_id,
+                link: chain[0].link.clone(),
+            }
+        );
+        assert_eq!(entries[1..], expected[1..]);
+    }
+
+    /// Version 4 rebuilds the chain's table with `record` nullable: the entries of a
+    /// version 3 file, each with its JSON, are kept and read as they were; entries
+    /// written after it hold none.
+    #[tokio::test]
+    async fn version_4_keeps_the_chain_entries_of_a_version_3_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let first = chained_coordination(3);
+        {
+            let store = EmbeddedStore::open(&path).unwrap();
+            store.write(first.clone()).await.unwrap();
+        }
+        // The same file as version 3 left it: `record NOT NULL`, each entry's JSON in it.
+        {
+            let conn = Connection::open(&path).unwrap();
+            let version_2 = MIGRATIONS.iter().find(|m| m.version == 2).unwrap();
+            conn.execute_batch("ALTER TABLE audit_chain RENAME TO audit_chain_v4")
+                .unwrap();
+            conn.execute_batch(version_2.sql).unwrap();
+            conn.execute_batch(
+                "INSERT INTO audit_chain
+                 SELECT c.tenant_id, c.source_topic, c.source_partition, c.chain_seq, c.kind,
+                        c.record_id, c.source_offset, c.prev_hash, c.hash, c.occurred_at,
+                        r.record
+                 FROM audit_chain_v4 c
+                 JOIN coordination_audit_records r ON r.audit_id = c.record_id;
+                 DROP TABLE audit_chain_v4;
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap();
+            let not_null: i64 = conn
+                .query_row(
+                    "SELECT \"notnull\" FROM pragma_table_info('audit_chain')
+                     WHERE name = 'record'",
+                    [],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            assert_eq!(not_null, 1, "version 3's table");
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(schema_version(&path), MIGRATIONS.last().unwrap().version);
+        assert_eq!(
+            entries_with_json(&store),
+            1,
+            "the version 3 entry keeps its JSON"
+        );
+        let mut chains = crate::chain::PartitionChains::default();
+        let _ = StoredRecord::append(&mut chains, first[0].record.clone());
+        let next = StoredRecord::append(&mut chains, AuditRecord::Coordination(coordination(4)));
+        store.write(Arc::from(vec![next.clone()])).await.unwrap();
+        assert_eq!(entries_with_json(&store), 1, "the new entry holds none");
+        assert_eq!(
+            acme_entries(&store).await,
+            vec![
+                ChainEntry::Stored(first[0].clone()),
+                ChainEntry::Stored(next)
+            ]
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::{AuditStore, Checkpoint, Page, StoreError, StoredRecord, WriteOutcome};
+use super::{AuditStore, ChainEntry, Checkpoint, Page, StoreError, StoredRecord, WriteOutcome};
 use crate::chain::ChainHead;
 use crate::event::{AuditDecision, AuditVerdict, CoordinationRecord};
 use crate::gate::RolloutStatus;
@@ -276,7 +276,7 @@ impl<S: AuditStore> AuditStore for FaultyStore<S> {
         tenant_id: &str,
         cursor: Option<&str>,
         limit: usize,
-    ) -> Result<Page<StoredRecord>, StoreError> {
+    ) -> Result<Page<ChainEntry>, StoreError> {
         self.faults.outage()?;
         self.inner.chain_entries(tenant_id, cursor, limit).await
     }

@@ -55,7 +55,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::canonical::{self, KeyOrder};
-use crate::chain::{ChainHead, ChainLink, PartitionChains};
+use crate::chain::{ChainHead, ChainKey, ChainLink, PartitionChains};
 use crate::event::{AuditDecision, AuditVerdict, CoordinationRecord, SourceRef};
 use crate::gate::RolloutStatus;
 
@@ -199,6 +199,52 @@ fn write_canonical<T: serde::Serialize + ?Sized>(out: &mut String, value: &T, sk
     // cannot fail, and a digest of anything else would be the digest of another record.
     if let Err(error) = canonical::write(out, value, KeyOrder::Bytes, skip) {
         panic!("audit records serialize to canonical JSON: {error}");
+    }
+}
+
+/// A chain entry as read back ([`AuditStore::chain_entries`]).
+// Nearly every entry read is `Stored`: boxing it would cost an allocation per entry for
+// the rare one whose record is gone.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChainEntry {
+    /// The entry and the record it chains.
+    Stored(StoredRecord),
+    /// An entry whose record's content cannot be read: the embedded store keeps one copy
+    /// of a written record's content, in the record's own row, and that row is gone.
+    RecordMissing {
+        key: ChainKey,
+        kind: &'static str,
+        id: Uuid,
+        link: ChainLink,
+    },
+}
+
+impl ChainEntry {
+    /// The chained record, when its content could be read.
+    pub fn stored(&self) -> Option<&StoredRecord> {
+        match self {
+            ChainEntry::Stored(stored) => Some(stored),
+            ChainEntry::RecordMissing { .. } => None,
+        }
+    }
+
+    /// The entry's chain, kind, record id and link.
+    pub fn parts(&self) -> (ChainKey, &'static str, Uuid, &ChainLink) {
+        match self {
+            ChainEntry::Stored(s) => (
+                ChainKey::of(&s.record),
+                s.record.kind(),
+                s.record.id(),
+                &s.link,
+            ),
+            ChainEntry::RecordMissing {
+                key,
+                kind,
+                id,
+                link,
+            } => (key.clone(), kind, *id, link),
+        }
     }
 }
 
@@ -449,7 +495,7 @@ pub trait AuditStore: Send + Sync + 'static {
         tenant_id: &str,
         cursor: Option<&str>,
         limit: usize,
-    ) -> Result<Page<StoredRecord>, StoreError>;
+    ) -> Result<Page<ChainEntry>, StoreError>;
 
     /// Keeps each of `heads` unless a head of the same chain with more records is
     /// stored. Called once the checkpoint the heads belong to is saved, so a stored head
@@ -546,7 +592,7 @@ impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
         tenant_id: &str,
         cursor: Option<&str>,
         limit: usize,
-    ) -> Result<Page<StoredRecord>, StoreError> {
+    ) -> Result<Page<ChainEntry>, StoreError> {
         (**self).chain_entries(tenant_id, cursor, limit).await
     }
 

@@ -100,8 +100,8 @@ use self::rows::StoredId;
 use self::statements::{in_keyspace, Listing, Values};
 use super::cursor::Cursor;
 use super::{
-    AuditRecord, AuditStore, Checkpoint, Conflict, Page, StoreError, StoredRecord, WriteOutcome,
-    MAX_PAGE,
+    AuditRecord, AuditStore, ChainEntry, Checkpoint, Conflict, Page, StoreError, StoredRecord,
+    WriteOutcome, MAX_PAGE,
 };
 use crate::chain::ChainHead;
 use crate::config::{ScyllaConfig, ScyllaConsistency};
@@ -925,14 +925,15 @@ impl AuditStore for ScyllaStore {
         tenant_id: &str,
         cursor: Option<&str>,
         limit: usize,
-    ) -> Result<Page<StoredRecord>, StoreError> {
+    ) -> Result<Page<ChainEntry>, StoreError> {
+        // Chain entries here hold their record's JSON: every entry is readable.
         self.page(
             &self.prepared.chain,
             tenant_id,
             cursor,
             limit,
             statements::chain_listing_values,
-            |row| rows::chain_entry(tenant_id, row),
+            |row| rows::chain_entry(tenant_id, row).map(|(e, c)| (ChainEntry::Stored(e), c)),
         )
         .await
     }

@@ -536,8 +536,10 @@ async fn stored_chain(store: &EmbeddedStore) -> BTreeMap<ChainPosition, ChainLin
                 .chain_entries(&tenant, cursor.as_deref(), 5_000)
                 .await
                 .expect("chain entries");
-            for StoredRecord { record, link, .. } in page.items {
-                chain.insert(chain_position(&record, &link), (record.id(), link));
+            for entry in page.items {
+                let (key, _, id, link) = entry.parts();
+                let position = (key.tenant_id, key.topic, key.partition, link.seq);
+                chain.insert(position, (id, link.clone()));
             }
             cursor = page.next;
             if cursor.is_none() {
