@@ -152,6 +152,15 @@ impl PartitionChains {
     pub fn heads(&self) -> impl Iterator<Item = &ChainHead> {
         self.heads.values()
     }
+
+    /// How many chains (tenants) this partition holds a head for.
+    pub fn len(&self) -> usize {
+        self.heads.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heads.is_empty()
+    }
 }
 
 /// A stored chain entry as the verifier sees it.

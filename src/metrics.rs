@@ -36,6 +36,7 @@ pub const REQUIRED: &[&str] = &[
     "audit_stream_store_write_errors_total",
     "audit_stream_end_to_end_latency_seconds",
     "audit_stream_tracked_keys",
+    "audit_stream_chain_heads",
     "audit_stream_counter_keys_evicted_total",
     "audit_stream_backpressure_active",
     "audit_stream_consumer_lag_records",
@@ -259,6 +260,7 @@ fn register_at_zero() {
         counter!("audit_stream_recipes_reloads_total", "outcome" => outcome).absolute(0);
     }
     gauge!("audit_stream_tracked_keys").set(0.0);
+    gauge!("audit_stream_chain_heads").set(0.0);
     for reason in ["idle", "key_limit"] {
         counter!("audit_stream_counter_keys_evicted_total", "reason" => reason).absolute(0);
     }
@@ -478,6 +480,13 @@ pub fn backpressure(held: bool, in_flight: usize) {
 /// instance holds; set at each checkpoint interval.
 pub fn tracked_keys(count: usize) {
     gauge!("audit_stream_tracked_keys").set(count as f64);
+}
+
+/// Hash-chain heads held in operator state, over every partition this instance holds:
+/// one per tenant and input partition seen, kept for good (they are not evicted, so a
+/// flood of distinct tenant ids shows here); set at each checkpoint interval.
+pub fn chain_heads(count: usize) {
+    gauge!("audit_stream_chain_heads").set(count as f64);
 }
 
 /// Offsets of done records were stored for commit.

@@ -162,8 +162,9 @@ impl Shared {
         self.stats().clone()
     }
 
-    /// Failure-counter keys tracked over every assigned partition.
-    pub fn tracked_keys(&self) -> usize {
+    /// Failure-counter keys tracked and hash-chain heads held, each summed over every
+    /// assigned partition.
+    pub fn tracked_keys_and_chain_heads(&self) -> (usize, usize) {
         let partitions: Vec<Arc<Mutex<PartitionState>>> = self
             .partitions
             .read()
@@ -171,10 +172,13 @@ impl Shared {
             .values()
             .cloned()
             .collect();
-        partitions
-            .iter()
-            .map(|state| lock(state).validation.counter.tracked_keys())
-            .sum()
+        partitions.iter().fold((0, 0), |(keys, heads), state| {
+            let state = lock(state);
+            (
+                keys + state.validation.counter.tracked_keys(),
+                heads + state.chains.len(),
+            )
+        })
     }
 }
 
@@ -329,7 +333,9 @@ impl Worker {
                     }
                     self.checkpoint(&saver);
                     self.dead_letter_rate.refresh(std::time::Instant::now());
-                    metrics::tracked_keys(self.shared.tracked_keys());
+                    let (keys, heads) = self.shared.tracked_keys_and_chain_heads();
+                    metrics::tracked_keys(keys);
+                    metrics::chain_heads(heads);
                 }
                 message = consumer.recv(), if self.progress.in_flight() < self.config.ingest.max_in_flight_records => {
                     self.apply_assignments(&mut assignments, &restorer, &consumer);
@@ -768,10 +774,10 @@ mod tests {
         assert_eq!(decoded + dead_letters, 2_000);
     }
 
-    /// The tracked-keys gauge is the sum over the partitions held, not the count of the
-    /// partition that processed the latest record.
+    /// The tracked-keys and chain-heads gauges are sums over the partitions held, not
+    /// the counts of the partition that processed the latest record.
     #[test]
-    fn tracked_keys_are_summed_over_every_partition() {
+    fn tracked_keys_and_chain_heads_are_summed_over_every_partition() {
         let config = Config::default();
         let operator = Operator::new(&config).expect("schemas compile");
         let recipes = Recipes::parse(RECIPES).expect("recipes");
@@ -783,20 +789,25 @@ mod tests {
             stats: Mutex::default(),
             decisions_by_key: false,
         };
-        let mut expected = 0;
+        let mut expected = (0, 0);
         for (partition, records) in [(0, 300), (1, 1_500)] {
             let mut state = PartitionState::new(&recipes);
             let mut generated = Generator::new(partition as u64, &config.topics, start, Mix::All);
             for record in generated.take(records) {
-                operator.process(&record, &recipes, &mut state, start);
+                let outputs = operator.process(&record, &recipes, &mut state, start);
+                state.link(outputs, operator.topics());
             }
             let keys = state.validation.counter.tracked_keys();
-            assert!(keys > 0, "partition {partition} tracks keys");
-            expected += keys;
+            let heads = state.chains.len();
+            assert!(
+                keys > 0 && heads > 0,
+                "partition {partition}: {keys}, {heads}"
+            );
+            expected = (expected.0 + keys, expected.1 + heads);
             let tp = (config.topics.validation.clone(), partition);
             let state = Arc::new(Mutex::new(state));
             shared.partitions.write().expect("lock").insert(tp, state);
         }
-        assert_eq!(shared.tracked_keys(), expected);
+        assert_eq!(shared.tracked_keys_and_chain_heads(), expected);
     }
 }
