@@ -146,8 +146,9 @@ fn builder() -> Result<PrometheusBuilder, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The input kinds, as the `kind` label of the per-kind series.
-const KINDS: [&str; 4] = ["validation", "execution", "coordination", "unknown"];
+/// Metric labels of the input kinds, as `Operator::kind_label` names them: the `kind`
+/// label of the per-kind series.
+pub const KINDS: [&str; 4] = ["validation", "execution", "coordination", "unknown"];
 /// The contract checks, as the `check` label; `other` for an id outside them.
 const CHECKS: [&str; 8] = [
     "A-001", "A-002", "A-003", "A-004", "A-005", "A-006", "A-007", "other",
@@ -209,6 +210,11 @@ fn index_of(labels: &[&str], label: &str) -> usize {
         .iter()
         .position(|l| *l == label)
         .unwrap_or(labels.len() - 1)
+}
+
+/// The position of an input kind's label in [`KINDS`]; `unknown`'s for any other.
+pub fn kind_index(kind: &str) -> usize {
+    index_of(&KINDS, kind)
 }
 
 fn result_index(result: CheckResult) -> usize {
@@ -289,7 +295,7 @@ pub fn counter_keys_evicted(reason: &'static str, keys: u64) {
 /// A record was read from an input topic. `kind` is the input kind or `unknown`.
 pub fn record_consumed(kind: &'static str) {
     if let Some(series) = PER_RECORD.get() {
-        series.consumed[index_of(&KINDS, kind)].increment(1);
+        series.consumed[kind_index(kind)].increment(1);
     }
 }
 
@@ -307,7 +313,7 @@ pub fn record_redelivered(topic: &str, partition: i32, offset: i64) {
 /// A record decoded into an input event.
 pub fn record_decoded(kind: &'static str) {
     if let Some(series) = PER_RECORD.get() {
-        series.decoded[index_of(&KINDS, kind)].increment(1);
+        series.decoded[kind_index(kind)].increment(1);
     }
 }
 
@@ -572,7 +578,7 @@ pub fn checkpoint_age(age: Duration) {
 /// `ingest.dead_letter_window_secs`.
 pub fn dead_letter_ratio(kind: &'static str, ratio: f64) {
     if let Some(series) = PER_RECORD.get() {
-        series.dead_letter_ratio[index_of(&KINDS, kind)].set(ratio);
+        series.dead_letter_ratio[kind_index(kind)].set(ratio);
     }
 }
 

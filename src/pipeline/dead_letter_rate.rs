@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::metrics;
+use crate::metrics::{self, KINDS};
 
 /// Buckets per window: the window slides in steps of a tenth of its length.
 const BUCKETS: usize = 10;
@@ -22,9 +22,6 @@ const BUCKETS: usize = 10;
 /// A kind above the limit is back under it once its share is at most this fraction of
 /// the limit (hysteresis, as alerting rules use).
 const RECOVERY: f64 = 0.8;
-
-/// Metric labels of the input kinds, as `Operator::kind_label` names them.
-const KINDS: [&str; 4] = ["validation", "execution", "coordination", "unknown"];
 
 /// Dead-letter share per input kind, with its limit.
 #[derive(Debug)]
@@ -114,7 +111,7 @@ impl DeadLetterRate {
 
     /// Counts one consumed record of `kind` (a label of [`KINDS`]), dead-lettered or not.
     pub fn record(&mut self, kind: &str, dead: bool, now: Instant) -> Share {
-        let index = KINDS.iter().position(|k| *k == kind).unwrap_or(3);
+        let index = metrics::kind_index(kind);
         let width = self.width();
         let window = &mut self.kinds[index];
         window.advance(now, width);
