@@ -19,10 +19,9 @@ use audit_stream::event::{
 };
 use audit_stream::gate::RolloutStatus;
 use audit_stream::store::{
-    scylla, AuditRecord, AuditStore, Checkpoint, Conflict, EmbeddedStore, FaultyStore, Page,
-    RetryPolicy, ScyllaStore, StoreError, WriteOutcome,
+    scylla, AuditRecord, AuditStore, ChainEntry, Checkpoint, Conflict, EmbeddedStore, FaultyStore,
+    Page, RetryPolicy, ScyllaStore, StoreError, StoredRecord, WriteOutcome,
 };
-use audit_stream::store::{ChainEntry, StoredRecord};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 use tempfile::TempDir;

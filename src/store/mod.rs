@@ -221,14 +221,6 @@ pub enum ChainEntry {
 }
 
 impl ChainEntry {
-    /// The chained record, when its content could be read.
-    pub fn stored(&self) -> Option<&StoredRecord> {
-        match self {
-            ChainEntry::Stored(stored) => Some(stored),
-            ChainEntry::RecordMissing { .. } => None,
-        }
-    }
-
     /// The entry's chain, kind, record id and link.
     pub fn parts(&self) -> (ChainKey, &'static str, Uuid, &ChainLink) {
         match self {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use audit_stream::chain::ChainLink;
+use audit_stream::chain::{ChainKey, ChainLink};
 use audit_stream::config::Config;
 use audit_stream::pipeline::{Operator, PartitionState};
 use audit_stream::record::{Record, RecordLine};
@@ -398,7 +398,10 @@ impl Run {
                     "the oracle derives {} twice",
                     audit.id()
                 );
-                expected_chain.insert(chain_position(&audit, &link), (audit.id(), link));
+                expected_chain.insert(
+                    chain_position(ChainKey::of(&audit), &link),
+                    (audit.id(), link),
+                );
             }
         }
 
@@ -516,14 +519,8 @@ type ChainPosition = (String, String, i32, u64);
 /// What is there: (record id, link).
 type ChainLinkOf = (Uuid, ChainLink);
 
-fn chain_position(record: &AuditRecord, link: &ChainLink) -> ChainPosition {
-    let source = record.source();
-    (
-        record.tenant_id().to_owned(),
-        source.topic.clone(),
-        source.partition,
-        link.seq,
-    )
+fn chain_position(key: ChainKey, link: &ChainLink) -> ChainPosition {
+    (key.tenant_id, key.topic, key.partition, link.seq)
 }
 
 /// Every chain entry in the store, by position.
@@ -538,8 +535,7 @@ async fn stored_chain(store: &EmbeddedStore) -> BTreeMap<ChainPosition, ChainLin
                 .expect("chain entries");
             for entry in page.items {
                 let (key, _, id, link) = entry.parts();
-                let position = (key.tenant_id, key.topic, key.partition, link.seq);
-                chain.insert(position, (id, link.clone()));
+                chain.insert(chain_position(key, link), (id, link.clone()));
             }
             cursor = page.next;
             if cursor.is_none() {
