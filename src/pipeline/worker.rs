@@ -782,13 +782,7 @@ mod tests {
         let operator = Operator::new(&config).expect("schemas compile");
         let recipes = Recipes::parse(RECIPES).expect("recipes");
         let start = DateTime::from_timestamp(1_790_000_000, 0).expect("time");
-        let shared = Shared {
-            partitions: RwLock::default(),
-            ready: AtomicBool::new(false),
-            restoring: AtomicUsize::new(0),
-            stats: Mutex::default(),
-            decisions_by_key: false,
-        };
+        let shared = Shared::default();
         let mut expected = (0, 0);
         for (partition, records) in [(0, 300), (1, 1_500)] {
             let mut state = PartitionState::new(&recipes);
