@@ -108,10 +108,79 @@ pub struct ChainHead {
     pub last_offset: i64,
 }
 
+/// Bounds of the chain heads one partition holds in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// Heads held per partition once a durable checkpoint lets the excess go.
+    pub max_heads: usize,
+    /// A head no record has been linked to for this long, in event time, is let go once
+    /// a durable checkpoint holds it.
+    pub idle_ttl_ms: i64,
+}
+
+impl Default for HeadLimits {
+    /// 100,000 heads per partition, 7 days idle: the failure counters' bounds.
+    fn default() -> Self {
+        HeadLimits {
+            max_heads: 100_000,
+            idle_ttl_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// Heads evicted so far from one partition's chains, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadEvictions {
+    pub idle: u64,
+    pub head_limit: u64,
+}
+
+impl HeadEvictions {
+    pub fn total(&self) -> u64 {
+        self.idle + self.head_limit
+    }
+}
+
+/// A head held in memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Held {
+    #[serde(flatten)]
+    head: ChainHead,
+    /// Event time (ms since the epoch) of the last record linked: idleness is judged by it.
+    #[serde(default)]
+    linked_at_ms: i64,
+    /// `head.records` as the latest durable checkpoint holding this head saved it. While
+    /// the head is still that, the store's `chain_heads` row is this head, and the head
+    /// can be let go and read back. Not checkpointed: a restored head waits for the next
+    /// save.
+    #[serde(skip)]
+    saved_records: Option<u64>,
+}
+
+impl Held {
+    fn evictable(&self) -> bool {
+        self.saved_records == Some(self.head.records)
+    }
+}
+
 /// The chains of one input partition, one per tenant: operator state, checkpointed.
+///
+/// Heads are bounded like the failure counters' keys ([`HeadLimits`]), but a head is
+/// never simply dropped: the chain must go on from it. It is let go only while a
+/// durable checkpoint's `chain_heads` row holds it unchanged ([`PartitionChains::saved`],
+/// [`PartitionChains::evict`]), and read back from the store when its tenant returns
+/// ([`PartitionChains::may_hold_elsewhere`], [`PartitionChains::reload`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionChains {
-    heads: BTreeMap<String, ChainHead>,
+    heads: BTreeMap<String, Held>,
+    /// The newest event time linked in the partition: the clock idleness is judged by.
+    #[serde(default)]
+    clock_ms: i64,
+    #[serde(default)]
+    evictions: HeadEvictions,
+    /// Heads read back from the store so far.
+    #[serde(default)]
+    reloaded: u64,
 }
 
 impl PartitionChains {
@@ -124,19 +193,27 @@ impl PartitionChains {
     /// ([`AuditRecord::canonical`]) the caller already has.
     pub fn append_canonical(&mut self, record: &AuditRecord, canonical: &str) -> ChainLink {
         let offset = record.source().offset;
-        let head = self
+        let at_ms = record.occurred_at().timestamp_millis();
+        self.clock_ms = self.clock_ms.max(at_ms);
+        let held = self
             .heads
             .entry(record.tenant_id().to_owned())
             .or_insert_with(|| {
                 let key = ChainKey::of(record);
-                ChainHead {
-                    records: 0,
-                    last_hash: key.genesis(),
-                    first_offset: offset,
-                    last_offset: offset,
-                    key,
+                Held {
+                    head: ChainHead {
+                        records: 0,
+                        last_hash: key.genesis(),
+                        first_offset: offset,
+                        last_offset: offset,
+                        key,
+                    },
+                    linked_at_ms: at_ms,
+                    saved_records: None,
                 }
             });
+        held.linked_at_ms = held.linked_at_ms.max(at_ms);
+        let head = &mut held.head;
         let hash = link_hash(&head.last_hash, canonical);
         let link = ChainLink {
             seq: head.records,
@@ -148,9 +225,9 @@ impl PartitionChains {
         link
     }
 
-    /// The head of every chain of the partition.
+    /// The head of every chain of the partition held in memory.
     pub fn heads(&self) -> impl Iterator<Item = &ChainHead> {
-        self.heads.values()
+        self.heads.values().map(|held| &held.head)
     }
 
     /// How many chains (tenants) this partition holds a head for.
@@ -160,6 +237,84 @@ impl PartitionChains {
 
     pub fn is_empty(&self) -> bool {
         self.heads.is_empty()
+    }
+
+    /// Whether the head of `tenant_id`'s chain is held here.
+    pub fn holds(&self, tenant_id: &str) -> bool {
+        self.heads.contains_key(tenant_id)
+    }
+
+    /// Whether a tenant without a head here may have one in the store: once a head has
+    /// been evicted, a tenant's next record must look there before starting a chain.
+    pub fn may_hold_elsewhere(&self) -> bool {
+        self.evictions.total() > 0
+    }
+
+    /// Heads evicted so far, by reason.
+    pub fn evictions(&self) -> HeadEvictions {
+        self.evictions
+    }
+
+    /// Heads read back from the store so far.
+    pub fn reloaded(&self) -> u64 {
+        self.reloaded
+    }
+
+    /// A checkpoint holding `heads` is durable, their `chain_heads` rows with it: each
+    /// head not linked to since may be evicted.
+    pub fn saved(&mut self, heads: &[ChainHead]) {
+        for head in heads {
+            if let Some(held) = self.heads.get_mut(&head.key.tenant_id) {
+                if held.head.records == head.records {
+                    held.saved_records = Some(head.records);
+                }
+            }
+        }
+    }
+
+    /// Evicts the saved heads idle for longer than `limits.idle_ttl_ms`, then, while more
+    /// than `limits.max_heads` are held, the least recently linked saved ones. Returns
+    /// what this call evicted. A head linked to since its last durable save stays: the
+    /// count can pass the bound by the new tenants of one checkpoint interval.
+    pub fn evict(&mut self, limits: &HeadLimits) -> HeadEvictions {
+        let mut evicted = HeadEvictions::default();
+        let cutoff = self.clock_ms.saturating_sub(limits.idle_ttl_ms);
+        self.heads.retain(|_, held| {
+            let idle = held.evictable() && held.linked_at_ms < cutoff;
+            evicted.idle += u64::from(idle);
+            !idle
+        });
+        if self.heads.len() > limits.max_heads {
+            let mut oldest: Vec<(i64, String)> = self
+                .heads
+                .iter()
+                .filter(|(_, held)| held.evictable())
+                .map(|(tenant, held)| (held.linked_at_ms, tenant.clone()))
+                .collect();
+            oldest.sort_unstable();
+            let excess = self.heads.len() - limits.max_heads;
+            for (_, tenant) in oldest.into_iter().take(excess) {
+                self.heads.remove(&tenant);
+                evicted.head_limit += 1;
+            }
+        }
+        self.evictions.idle += evicted.idle;
+        self.evictions.head_limit += evicted.head_limit;
+        evicted
+    }
+
+    /// Holds `head` again, as read back from the store's `chain_heads`.
+    pub fn reload(&mut self, head: ChainHead) {
+        self.reloaded += 1;
+        let records = head.records;
+        self.heads.insert(
+            head.key.tenant_id.clone(),
+            Held {
+                head,
+                linked_at_ms: self.clock_ms,
+                saved_records: Some(records),
+            },
+        );
     }
 }
 
@@ -555,6 +710,137 @@ mod tests {
         assert_eq!((a.seq, b.seq), (0, 0));
         assert_ne!(a.prev_hash, b.prev_hash, "genesis names the tenant");
         assert_eq!(chains.heads().count(), 2);
+    }
+
+    fn decision_at(tenant: &str, offset: i64) -> AuditRecord {
+        AuditRecord::Decision(decision(tenant, offset))
+    }
+
+    const TEN_SECONDS: HeadLimits = HeadLimits {
+        max_heads: 100,
+        idle_ttl_ms: 10_000,
+    };
+
+    #[test]
+    fn a_head_is_evicted_only_while_a_durable_checkpoint_holds_it_unchanged() {
+        let mut chains = PartitionChains::default();
+        for offset in 0..3 {
+            chains.append(&decision_at("acme", offset));
+        }
+        // Event time moves 100 s on: acme is idle past the 10 s TTL.
+        chains.append(&decision_at("globex", 100));
+        assert_eq!(chains.evict(&TEN_SECONDS).total(), 0, "nothing saved yet");
+
+        let snapshot: Vec<ChainHead> = chains.heads().cloned().collect();
+        // acme is linked to after the snapshot, before its save is durable.
+        chains.append(&decision_at("acme", 3));
+        chains.saved(&snapshot);
+        assert_eq!(
+            chains.evict(&TEN_SECONDS).total(),
+            0,
+            "acme changed since the save; globex is not idle"
+        );
+        assert!(!chains.may_hold_elsewhere());
+
+        let snapshot: Vec<ChainHead> = chains.heads().cloned().collect();
+        chains.saved(&snapshot);
+        assert_eq!(
+            chains.evict(&TEN_SECONDS),
+            HeadEvictions {
+                idle: 1,
+                head_limit: 0
+            }
+        );
+        assert!(!chains.holds("acme") && chains.holds("globex"));
+        assert!(chains.may_hold_elsewhere());
+    }
+
+    #[test]
+    fn past_the_bound_the_least_recently_linked_saved_heads_go() {
+        let mut chains = PartitionChains::default();
+        for (offset, tenant) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+            chains.append(&decision_at(tenant, offset as i64));
+        }
+        // "a" is linked to again, last: "b" and "c" are now the least recent.
+        chains.append(&decision_at("a", 5));
+        let snapshot: Vec<ChainHead> = chains.heads().cloned().collect();
+        chains.saved(&snapshot);
+        let limits = HeadLimits {
+            max_heads: 3,
+            ..HeadLimits::default()
+        };
+        assert_eq!(
+            chains.evict(&limits),
+            HeadEvictions {
+                idle: 0,
+                head_limit: 2
+            }
+        );
+        let held: Vec<&str> = chains.heads().map(|h| h.key.tenant_id.as_str()).collect();
+        assert_eq!(held, ["a", "d", "e"]);
+        assert_eq!(chains.evictions().head_limit, 2);
+    }
+
+    #[test]
+    fn a_head_read_back_after_eviction_goes_on_as_if_it_had_never_left() {
+        let tenants = ["acme", "globex", "initech", "umbrella", "hooli"];
+        let limits = HeadLimits {
+            max_heads: 2,
+            ..HeadLimits::default()
+        };
+        let mut never_evicted = PartitionChains::default();
+        let mut bounded = PartitionChains::default();
+        // The store's `chain_heads`: upserted by each durable checkpoint.
+        let mut stored: BTreeMap<String, ChainHead> = BTreeMap::new();
+        let mut most_held = 0;
+        for offset in 0..200i64 {
+            let tenant = tenants[(offset * 7 % 11) as usize % tenants.len()];
+            let record = decision_at(tenant, offset);
+            if !bounded.holds(tenant) && bounded.may_hold_elsewhere() {
+                if let Some(head) = stored.get(tenant) {
+                    bounded.reload(head.clone());
+                }
+            }
+            assert_eq!(bounded.append(&record), never_evicted.append(&record));
+            if offset % 4 == 3 {
+                let snapshot: Vec<ChainHead> = bounded.heads().cloned().collect();
+                for head in &snapshot {
+                    stored.insert(head.key.tenant_id.clone(), head.clone());
+                }
+                bounded.saved(&snapshot);
+                bounded.evict(&limits);
+                assert!(bounded.len() <= limits.max_heads);
+            }
+            most_held = most_held.max(bounded.len());
+        }
+        assert!(bounded.evictions().head_limit > 0 && bounded.reloaded() > 0);
+        assert!(most_held <= limits.max_heads + 4, "held {most_held}");
+    }
+
+    #[test]
+    fn a_checkpoint_keeps_the_eviction_counts_and_reads_the_format_before_them() {
+        let mut chains = PartitionChains::default();
+        chains.append(&decision_at("acme", 0));
+        chains.append(&decision_at("globex", 100));
+        let snapshot: Vec<ChainHead> = chains.heads().cloned().collect();
+        chains.saved(&snapshot);
+        chains.evict(&TEN_SECONDS);
+        let restored: PartitionChains =
+            serde_json::from_slice(&serde_json::to_vec(&chains).expect("serialize"))
+                .expect("restore");
+        assert_eq!(restored.evictions(), chains.evictions());
+        assert!(restored.may_hold_elsewhere());
+        assert_eq!(
+            restored.heads().collect::<Vec<_>>(),
+            chains.heads().collect::<Vec<_>>()
+        );
+
+        // A checkpoint written before heads were bounded: the heads alone.
+        let head = &snapshot[0];
+        let old = serde_json::json!({ "heads": { "acme": head } });
+        let restored: PartitionChains = serde_json::from_value(old).expect("old format");
+        assert_eq!(restored.heads().collect::<Vec<_>>(), [head]);
+        assert!(!restored.may_hold_elsewhere());
     }
 
     #[test]

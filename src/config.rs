@@ -30,6 +30,7 @@ pub struct Config {
     pub gate: GateConfig,
     pub http: HttpConfig,
     pub validation: ValidationConfig,
+    pub chain: ChainConfig,
 }
 
 /// Kafka client settings shared by the consumer and the producer.
@@ -242,6 +243,18 @@ impl Default for StoreConfig {
             retry_initial_ms: 100,
             retry_max_ms: 10_000,
             scylla: ScyllaConfig::default(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The backoff of retried store calls: `retry_initial_ms`, doubling, at most
+    /// `retry_max_ms`.
+    pub fn retry_policy(&self) -> crate::store::RetryPolicy {
+        crate::store::RetryPolicy {
+            initial: std::time::Duration::from_millis(self.retry_initial_ms),
+            max: std::time::Duration::from_millis(self.retry_max_ms),
+            multiplier: 2.0,
         }
     }
 }
@@ -461,6 +474,43 @@ impl ValidationConfig {
     }
 }
 
+/// Bounds of the hash chains' heads held per partition (one per tenant).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChainConfig {
+    /// Chain heads held per input partition once a durable checkpoint has saved the
+    /// excess; the least recently linked go first. An evicted head is read back from the
+    /// store's `chain_heads` when its tenant returns, and its chain goes on from it. Each
+    /// eviction and each read-back is counted (`audit_stream_chain_heads_evicted_total`,
+    /// `audit_stream_chain_heads_reloaded_total`).
+    pub max_heads_per_partition: usize,
+    /// A head no record has been linked to for this long, in event time, is evicted once
+    /// a durable checkpoint has saved it.
+    pub head_idle_ttl_secs: u64,
+}
+
+impl Default for ChainConfig {
+    fn default() -> Self {
+        let limits = crate::chain::HeadLimits::default();
+        ChainConfig {
+            max_heads_per_partition: limits.max_heads,
+            head_idle_ttl_secs: u64::try_from(limits.idle_ttl_ms / 1000).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl ChainConfig {
+    /// The head limits these settings stand for.
+    pub fn limits(&self) -> crate::chain::HeadLimits {
+        crate::chain::HeadLimits {
+            max_heads: self.max_heads_per_partition,
+            idle_ttl_ms: i64::try_from(self.head_idle_ttl_secs)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1000),
+        }
+    }
+}
+
 /// Configuration that cannot be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -533,6 +583,12 @@ impl Config {
         if self.validation.max_tracked_keys == 0 || self.validation.key_idle_ttl_secs == 0 {
             return invalid(
                 "validation.max_tracked_keys and validation.key_idle_ttl_secs must be positive"
+                    .into(),
+            );
+        }
+        if self.chain.max_heads_per_partition == 0 || self.chain.head_idle_ttl_secs == 0 {
+            return invalid(
+                "chain.max_heads_per_partition and chain.head_idle_ttl_secs must be positive"
                     .into(),
             );
         }

@@ -37,6 +37,8 @@ pub const REQUIRED: &[&str] = &[
     "audit_stream_end_to_end_latency_seconds",
     "audit_stream_tracked_keys",
     "audit_stream_chain_heads",
+    "audit_stream_chain_heads_evicted_total",
+    "audit_stream_chain_heads_reloaded_total",
     "audit_stream_counter_keys_evicted_total",
     "audit_stream_backpressure_active",
     "audit_stream_consumer_lag_records",
@@ -267,6 +269,10 @@ fn register_at_zero() {
     }
     gauge!("audit_stream_tracked_keys").set(0.0);
     gauge!("audit_stream_chain_heads").set(0.0);
+    for reason in ["idle", "head_limit"] {
+        counter!("audit_stream_chain_heads_evicted_total", "reason" => reason).absolute(0);
+    }
+    counter!("audit_stream_chain_heads_reloaded_total").absolute(0);
     for reason in ["idle", "key_limit"] {
         counter!("audit_stream_counter_keys_evicted_total", "reason" => reason).absolute(0);
     }
@@ -489,10 +495,35 @@ pub fn tracked_keys(count: usize) {
 }
 
 /// Hash-chain heads held in operator state, over every partition this instance holds:
-/// one per tenant and input partition seen, kept for good (they are not evicted, so a
-/// flood of distinct tenant ids shows here); set at each checkpoint interval.
+/// one per tenant and input partition linked to, bounded by `chain.*`; set at each
+/// checkpoint interval.
 pub fn chain_heads(count: usize) {
     gauge!("audit_stream_chain_heads").set(count as f64);
+}
+
+/// Chain heads saved by a durable checkpoint were let go from a partition's state
+/// (`reason`: `idle` or `head_limit`); they are read back from the store when their
+/// tenant returns.
+pub fn chain_heads_evicted(topic: &str, partition: i32, evicted: crate::chain::HeadEvictions) {
+    if evicted.total() == 0 {
+        return;
+    }
+    tracing::debug!(
+        topic,
+        partition,
+        idle = evicted.idle,
+        head_limit = evicted.head_limit,
+        "Chain heads evicted"
+    );
+    for (reason, heads) in [("idle", evicted.idle), ("head_limit", evicted.head_limit)] {
+        counter!("audit_stream_chain_heads_evicted_total", "reason" => reason).increment(heads);
+    }
+}
+
+/// An evicted chain head was read back from the store: its tenant returned.
+pub fn chain_head_reloaded(head: &crate::chain::ChainHead) {
+    tracing::debug!(chain = %head.key, records = head.records, "Chain head read back from the store");
+    counter!("audit_stream_chain_heads_reloaded_total").increment(1);
 }
 
 /// Offsets of done records were stored for commit.

@@ -15,7 +15,7 @@ use crate::pipeline::sink::Sink;
 use crate::pipeline::worker::{PipelineError, RunStats, Shared, Worker};
 use crate::pipeline::Operator;
 use crate::schema::SchemaError;
-use crate::store::{AuditStore, EmbeddedStore, RetryPolicy, ScyllaStore, StoreError};
+use crate::store::{AuditStore, EmbeddedStore, ScyllaStore, StoreError};
 use crate::validation::Recipes;
 
 /// Why the service could not start or stopped with an error.
@@ -81,11 +81,7 @@ pub async fn run(
     let operator = Arc::new(Operator::new(&config)?);
     let (sink, sink_task) = Sink::spawn(
         runtime.store.clone(),
-        RetryPolicy {
-            initial: Duration::from_millis(config.store.retry_initial_ms),
-            max: Duration::from_millis(config.store.retry_max_ms),
-            multiplier: 2.0,
-        },
+        config.store.retry_policy(),
         config.store.batch_max_records,
         config.ingest.max_in_flight_records + 1,
     );

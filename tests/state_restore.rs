@@ -28,7 +28,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
-use support::{committed_partitions, one_record_per_batch, publish_and_place, unique, Broker};
+use support::{
+    committed_partitions, one_record_per_batch, publish_and_place, publish_more_and_place, unique,
+    Broker,
+};
 use tokio::sync::watch;
 use tower::ServiceExt;
 use uuid::Uuid;
@@ -815,5 +818,132 @@ async fn a_fenced_transaction_stops_the_service() {
         shared.snapshot().records_in < RECORDS as u64,
         "it stopped mid-run: {:?}",
         shared.snapshot()
+    );
+}
+
+/// One failing validation event of tenant `c{tenant}`, the `n`th of `round`.
+fn tenant_event(round: usize, n: usize, tenant: usize) -> (String, Vec<u8>) {
+    let tenant = format!("c{tenant}");
+    let value = serde_json::json!({
+        "schema_version": 1,
+        "event_id": Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("heads-{round}-{n}-{tenant}").as_bytes()),
+        "tenant_id": tenant,
+        "occurred_at": format!("2026-11-01T10:{round:02}:{n:02}Z"),
+        "process": "p_transfer",
+        "phase": "input",
+        "values": {"amount": 7}
+    });
+    (
+        format!("{tenant}:p_transfer"),
+        serde_json::to_vec(&value).expect("json"),
+    )
+}
+
+/// Chain heads held, evicted so far and read back so far, over an instance's partitions.
+fn chain_counts(shared: &Shared) -> (usize, u64, u64) {
+    let partitions = shared.partitions.read().expect("partitions");
+    partitions
+        .values()
+        .fold((0, 0, 0), |(held, evicted, reloaded), state| {
+            let chains = &state.lock().expect("state").chains;
+            (
+                held + chains.len(),
+                evicted + chains.evictions().total(),
+                reloaded + chains.reloaded(),
+            )
+        })
+}
+
+/// Chain heads are bounded per partition: past `chain.max_heads_per_partition`, heads a
+/// durable checkpoint holds are evicted, and a returning tenant's head is read back from
+/// the store, in the instance that evicted it and in the next one after a restart, so
+/// every tenant keeps one unbroken chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_chain_heads_are_read_back_and_every_chain_stays_whole() {
+    init_logs();
+    const TENANTS: usize = 40;
+    const MAX_HEADS: usize = 4;
+    // At most this many heads stay held over the partitions once a save holds them all.
+    const BOUND: usize = MAX_HEADS * PARTITIONS as usize;
+    let broker = Broker::start(false);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config(&broker, dir.path());
+    config.chain.max_heads_per_partition = MAX_HEADS;
+    let store = EmbeddedStore::open(&dir.path().join("store.db")).expect("store");
+    // The third failure of a key is its first decision; every later one decides too.
+    let round = |r: usize, per_tenant: usize| {
+        (0..per_tenant)
+            .flat_map(|n| (0..TENANTS).map(move |t| tenant_event(r, n, t)))
+            .collect::<Vec<_>>()
+    };
+    let kafka = one_record_per_batch(&config.kafka);
+    let topic = config.topics.validation.clone();
+    let mut inputs = publish_and_place(&kafka, &topic, PARTITIONS, round(0, 3)).await;
+
+    let (first, stop, service) =
+        start_instance(&config, Arc::new(store.clone()) as Arc<dyn AuditStore>);
+    wait_until(
+        "the first round's heads are evicted down to the bound",
+        Duration::from_secs(60),
+        || {
+            let (held, evicted, _) = chain_counts(&first);
+            held <= BOUND && evicted as usize >= TENANTS - BOUND
+        },
+    )
+    .await;
+    // Every tenant returns while its head is evicted.
+    inputs = publish_more_and_place(&kafka, &topic, PARTITIONS, inputs.len(), round(1, 1)).await;
+    wait_until(
+        "the second round's heads are read back, then evicted again",
+        Duration::from_secs(60),
+        || {
+            let (held, evicted, reloaded) = chain_counts(&first);
+            first.snapshot().records_done >= 4 * TENANTS as u64
+                && reloaded as usize >= TENANTS - BOUND
+                && held <= BOUND
+                && evicted as usize >= 2 * (TENANTS - BOUND)
+        },
+    )
+    .await;
+    let _ = stop.send(true);
+    service.await.expect("join").expect("stops cleanly");
+
+    // A restart: the state restored without the evicted heads, they come back from the
+    // store again.
+    inputs = publish_more_and_place(&kafka, &topic, PARTITIONS, inputs.len(), round(2, 1)).await;
+    let (second, stop, service) =
+        start_instance(&config, Arc::new(store.clone()) as Arc<dyn AuditStore>);
+    wait_until("the third round is done", Duration::from_secs(60), || {
+        second.snapshot().records_done >= TENANTS as u64
+    })
+    .await;
+    let (_, _, reloaded_before) = chain_counts(&first);
+    let (_, _, reloaded) = chain_counts(&second);
+    let _ = stop.send(true);
+    service.await.expect("join").expect("stops cleanly");
+
+    // Each tenant's decisions form one chain from its genesis, its stored head at the end.
+    let mut decisions_by_tenant: BTreeMap<String, u64> = BTreeMap::new();
+    for decision in oracle(&config, &inputs).values() {
+        *decisions_by_tenant
+            .entry(decision["tenant_id"].as_str().expect("tenant").to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(decisions_by_tenant.len(), TENANTS);
+    for (tenant, decisions) in &decisions_by_tenant {
+        let heads = store.chain_heads(tenant).await.expect("heads");
+        assert_eq!(heads.len(), 1, "{tenant}: one chain");
+        assert_eq!(
+            heads[0].records, *decisions,
+            "{tenant}: every decision in its chain"
+        );
+    }
+    let report = audit_stream::verify::verify(&store, None, &indicatif::ProgressBar::hidden())
+        .await
+        .expect("verify");
+    assert!(report.is_clean(), "{report}");
+    assert!(
+        reloaded as usize >= reloaded_before as usize + TENANTS - BOUND,
+        "after the restart {reloaded} read back in all"
     );
 }

@@ -32,7 +32,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use self::child::{topics, ChildReport, InprocessKind};
 use self::dataset::{Generator, Mix, RECIPES};
 use self::report::{Contender, InprocessFigures, Report, Run};
-use crate::config::{KafkaConfig, ValidationConfig};
+use crate::config::{ChainConfig, KafkaConfig, ValidationConfig};
 use crate::kafka::producer::RecordPublisher;
 use crate::validation::{AuditDefaults, FailureCounter, RingLog};
 
@@ -615,6 +615,9 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     report.counter_bytes_per_key = counter_bytes_per_key();
     report.max_tracked_keys = limits.max_tracked_keys;
     report.key_idle_ttl_secs = limits.key_idle_ttl_secs;
+    let heads = ChainConfig::default();
+    report.max_chain_heads = heads.max_heads_per_partition;
+    report.head_idle_ttl_secs = heads.head_idle_ttl_secs;
     bar.finish_and_clear();
     Ok(report)
 }

@@ -118,6 +118,9 @@ pub struct Report {
     pub counter_bytes_per_key: f64,
     pub max_tracked_keys: usize,
     pub key_idle_ttl_secs: u64,
+    /// Chain heads held per partition once saved (`chain.max_heads_per_partition`).
+    pub max_chain_heads: usize,
+    pub head_idle_ttl_secs: u64,
 }
 
 /// One target: what, the figure, the bound, met or not.
@@ -270,8 +273,12 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "counter state: {:.0} bytes per tracked key; at most {} keys per partition, idle TTL {} s\n",
-            self.counter_bytes_per_key, self.max_tracked_keys, self.key_idle_ttl_secs
+            "counter state: {:.0} bytes per tracked key; at most {} keys per partition, idle TTL {} s; chain heads: at most {} per partition once saved, idle TTL {} s\n",
+            self.counter_bytes_per_key,
+            self.max_tracked_keys,
+            self.key_idle_ttl_secs,
+            self.max_chain_heads,
+            self.head_idle_ttl_secs
         );
         for t in self.targets() {
             let verdict = match t.met {
@@ -346,8 +353,12 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "\nCounter state: {:.0} bytes per tracked key (worst case over table sizes); at most {} keys per partition; idle TTL {} s.\n",
-            self.counter_bytes_per_key, self.max_tracked_keys, self.key_idle_ttl_secs
+            "\nCounter state: {:.0} bytes per tracked key (worst case over table sizes); at most {} keys per partition; idle TTL {} s. Chain heads: at most {} per partition once a checkpoint has saved them; idle TTL {} s.\n",
+            self.counter_bytes_per_key,
+            self.max_tracked_keys,
+            self.key_idle_ttl_secs,
+            self.max_chain_heads,
+            self.head_idle_ttl_secs
         );
         let _ = writeln!(out, "| target | figure | bound | |\n|---|---:|---|---|");
         for t in self.targets() {

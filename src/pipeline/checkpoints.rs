@@ -62,6 +62,9 @@ struct PartitionSchedule {
     watermark: Option<i64>,
     /// `next_offset` of the latest snapshot taken or restored.
     taken: Option<i64>,
+    /// The state changed since that snapshot with no record processed (chain heads
+    /// evicted): the next one is taken even at the same position.
+    changed: bool,
     /// The last durable checkpoint: its `next_offset` and when it was saved.
     durable: Option<(i64, DateTime<Utc>)>,
 }
@@ -96,7 +99,15 @@ impl Schedule {
     pub fn wants_snapshot(&self, tp: &TopicPartition, position: i64) -> bool {
         match self.partitions.get(tp) {
             None => true,
-            Some(p) => p.held.is_none() && p.taken.is_none_or(|t| position > t),
+            Some(p) => p.held.is_none() && (p.changed || p.taken.is_none_or(|t| position > t)),
+        }
+    }
+
+    /// The partition's state changed without a record (chain heads were evicted): the
+    /// next checkpoint saves it, so that a restore starts from the smaller state.
+    pub fn changed(&mut self, tp: &TopicPartition) {
+        if let Some(p) = self.partitions.get_mut(tp) {
+            p.changed = true;
         }
     }
 
@@ -104,6 +115,7 @@ impl Schedule {
     pub fn hold(&mut self, tp: &TopicPartition, snapshot: Snapshot) {
         let p = self.partitions.entry(tp.clone()).or_default();
         p.taken = Some(snapshot.next_offset);
+        p.changed = false;
         if p.watermark.is_some_and(|w| w >= snapshot.next_offset - 1) {
             p.ready = Some(snapshot);
         } else {
@@ -241,6 +253,21 @@ mod tests {
         s.advance(&tp(), 4);
         assert!(s.wants_snapshot(&tp(), 8));
         assert!(!s.wants_snapshot(&tp(), 5), "nothing processed since");
+    }
+
+    #[test]
+    fn a_state_changed_without_records_is_snapshotted_again_at_the_same_position() {
+        let mut s = Schedule::new();
+        s.advance(&tp(), 4);
+        s.hold(&tp(), snapshot(5));
+        let saving = s.take_save(&tp()).expect("ready");
+        s.saved(&tp(), saving.next_offset, at(1));
+        assert!(!s.wants_snapshot(&tp(), 5), "nothing processed since");
+        s.changed(&tp());
+        assert!(s.wants_snapshot(&tp(), 5), "the state changed");
+        s.hold(&tp(), snapshot(5));
+        assert_eq!(s.take_save(&tp()), Some(snapshot(5)));
+        assert!(!s.wants_snapshot(&tp(), 5), "taken once");
     }
 
     #[test]

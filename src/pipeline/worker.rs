@@ -50,6 +50,7 @@ use super::offsets::{Progress, TopicPartition};
 use super::restore::{Restorer, SaveOutcome, Saver};
 use super::sink::{Sink, SinkClosed};
 use super::{Operator, Output, PartitionState};
+use crate::chain::HeadLimits;
 use crate::config::Config;
 use crate::kafka::consumer::{self, Assignment, InputConsumer, DRAIN_TIMEOUT};
 use crate::kafka::producer::OutputProducer;
@@ -235,6 +236,10 @@ pub struct Worker {
     schedule: Arc<Mutex<Schedule>>,
     /// Dead-letter share per input kind against `ingest.dead_letter_alert_ratio`.
     dead_letter_rate: DeadLetterRate,
+    /// Chain heads held per partition (`chain.*`).
+    head_limits: HeadLimits,
+    /// Backoff of store reads on the record path (chain heads read back).
+    retry: RetryPolicy,
 }
 
 impl Worker {
@@ -254,6 +259,8 @@ impl Worker {
         };
         Ok(Worker {
             producer,
+            head_limits: config.chain.limits(),
+            retry: config.store.retry_policy(),
             dead_letter_rate: DeadLetterRate::new(
                 config.ingest.dead_letter_alert_ratio,
                 Duration::from_secs(config.ingest.dead_letter_window_secs),
@@ -291,11 +298,7 @@ impl Worker {
             self.schedule.clone(),
             self.progress.clone(),
             transactional.then(|| self.producer.clone()),
-            RetryPolicy {
-                initial: Duration::from_millis(self.config.store.retry_initial_ms),
-                max: Duration::from_millis(self.config.store.retry_max_ms),
-                multiplier: 2.0,
-            },
+            self.retry.clone(),
         ));
         let (consumer, mut assignments) =
             consumer::subscribe(&self.config.kafka, &inputs, restorer.clone())?;
@@ -549,12 +552,36 @@ impl Worker {
                 metrics::checkpoint_saved(topic, partition, outcome.snapshot.next_offset);
                 schedule.saved(&outcome.tp, outcome.snapshot.next_offset, outcome.saved_at);
                 self.store_checkpointed(consumer, &outcome.tp, outcome.snapshot.next_offset);
+                if self.evict_chain_heads(&outcome.tp, &outcome.snapshot) {
+                    schedule.changed(&outcome.tp);
+                }
             }
             Err(error) => {
                 metrics::checkpoint_save_failed(topic, partition, &error);
                 schedule.failed(&outcome.tp, outcome.snapshot);
             }
         }
+    }
+
+    /// A checkpoint of `tp` holding `snapshot`'s chain heads is durable: the heads not
+    /// linked to since may go, within the partition's bounds (`chain.*`). Whether any
+    /// went.
+    fn evict_chain_heads(&self, tp: &TopicPartition, snapshot: &Snapshot) -> bool {
+        let Some(state) = self
+            .shared
+            .partitions
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(tp)
+            .cloned()
+        else {
+            return false;
+        };
+        let mut state = lock(&state);
+        state.chains.saved(&snapshot.heads);
+        let evicted = state.chains.evict(&self.head_limits);
+        metrics::chain_heads_evicted(&tp.0, tp.1, evicted);
+        evicted.total() > 0
     }
 
     /// At shutdown, after the drain: the state at each partition's position (when
@@ -616,16 +643,12 @@ impl Worker {
                 .or_insert_with(|| Arc::new(Mutex::new(PartitionState::new(&recipes))))
                 .clone()
         };
-        let (publications, audit_records) = {
-            let mut state = state
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let outputs = self
-                .operator
-                .process(&record, &recipes, &mut state, Utc::now());
-            self.count(&record, &outputs);
-            state.link(outputs, self.operator.topics())
-        };
+        let outputs = self
+            .operator
+            .process(&record, &recipes, &mut lock(&state), Utc::now());
+        self.count(&record, &outputs);
+        self.reload_chain_heads(&tp, &state, &outputs).await?;
+        let (publications, audit_records) = lock(&state).link(outputs, self.operator.topics());
 
         let durable = audit_records.len() as u64;
         let stored = if audit_records.is_empty() {
@@ -677,6 +700,61 @@ impl Worker {
             );
         }
         self.note_backpressure();
+        Ok(())
+    }
+
+    /// Reads back from the store the chain heads `outputs` link to that the partition's
+    /// state evicted (a tenant returning after its head was let go), so that its chain
+    /// goes on from its last record instead of starting again. Only once the partition
+    /// has evicted a head; a tenant the store has no head of starts its chain. Retryable
+    /// store errors are waited out with the store's backoff, as the sink's are.
+    async fn reload_chain_heads(
+        &self,
+        tp: &TopicPartition,
+        state: &Mutex<PartitionState>,
+        outputs: &[Output],
+    ) -> Result<(), PipelineError> {
+        let mut missing: Vec<String> = {
+            let state = lock(state);
+            if !state.chains.may_hold_elsewhere() {
+                return Ok(());
+            }
+            outputs
+                .iter()
+                .filter_map(|output| match output {
+                    Output::Audit(record) if !state.chains.holds(record.tenant_id()) => {
+                        Some(record.tenant_id().to_owned())
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        missing.dedup();
+        for tenant in missing {
+            let mut attempt = 0u32;
+            let heads = loop {
+                match self.store.chain_heads(&tenant).await {
+                    Ok(heads) => break heads,
+                    Err(error) if error.is_retryable() => {
+                        let delay = self.retry.delay(attempt);
+                        tracing::warn!(%error, tenant, ?delay, "Chain head not read back from the store; trying again");
+                        tokio::time::sleep(delay).await;
+                        attempt = attempt.saturating_add(1);
+                    }
+                    Err(error) => {
+                        metrics::store_failed_permanently(&error);
+                        return Err(PipelineError::Store(error));
+                    }
+                }
+            };
+            let head = heads
+                .into_iter()
+                .find(|head| head.key.topic == tp.0 && head.key.partition == tp.1);
+            if let Some(head) = head {
+                metrics::chain_head_reloaded(&head);
+                lock(state).chains.reload(head);
+            }
+        }
         Ok(())
     }
 

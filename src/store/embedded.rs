@@ -244,10 +244,16 @@ ALTER TABLE audit_chain_v4 RENAME TO audit_chain;
     },
 ];
 
-/// SQLite behind the [`AuditStore`] trait. Cheap to clone: clones share the connection.
+/// SQLite behind the [`AuditStore`] trait. Cheap to clone: clones share the connections.
 #[derive(Clone)]
 pub struct EmbeddedStore {
+    /// Every write, one transaction at a time.
     conn: Arc<Mutex<Connection>>,
+    /// Reads: listings, the gate's status, checkpoints and chain heads. A connection of
+    /// its own on a database file, so that a read sees the last commit without waiting
+    /// for the one in progress (the write-ahead log lets both go on at once); the
+    /// writer's connection for an in-memory store.
+    reader: Arc<Mutex<Connection>>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -293,9 +299,20 @@ impl EmbeddedStore {
                 path.display()
             )));
         }
-        let store = EmbeddedStore::init(conn)?;
+        let mut store = EmbeddedStore::init(conn)?;
+        store.reader = Arc::new(Mutex::new(EmbeddedStore::open_reader(path)?));
         store.copy_log_in_background(path)?;
         Ok(store)
+    }
+
+    /// The connection reads go through, on the file the writer has brought up to date.
+    fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+        let reader = Connection::open(path).map_err(classify)?;
+        reader.busy_timeout(BUSY_TIMEOUT).map_err(classify)?;
+        reader
+            .pragma_update(None, "query_only", true)
+            .map_err(classify)?;
+        Ok(reader)
     }
 
     /// Starts the thread that copies the write-ahead log back into the database, on a
@@ -358,32 +375,29 @@ impl EmbeddedStore {
             .map_err(classify)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(classify)?;
         migrate(&mut conn)?;
+        let conn = Arc::new(Mutex::new(conn));
         Ok(EmbeddedStore {
-            conn: Arc::new(Mutex::new(conn)),
+            reader: Arc::clone(&conn),
+            conn,
         })
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    /// Runs `f` with the writer's connection on the blocking pool.
     async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            // A call that panicked dropped its transaction, which rolled it back: the
-            // connection is consistent, so the poison flag carries no information.
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| {
-            if e.is_panic() {
-                StoreError::Permanent(format!("embedded store call panicked: {e}"))
-            } else {
-                StoreError::Unavailable(format!("embedded store call was cancelled: {e}"))
-            }
-        })?
+        run_on(Arc::clone(&self.conn), f).await
+    }
+
+    /// Runs `f`, which only reads, with the reading connection on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        run_on(Arc::clone(&self.reader), f).await
     }
 
     async fn page<T>(
@@ -400,9 +414,31 @@ impl EmbeddedStore {
             .map(|c| Cursor::decode(c, listing.name))
             .transpose()?;
         let tenant_id = tenant_id.to_owned();
-        self.call(move |conn| read_page(conn, listing, &tenant_id, after, limit))
+        self.read(move |conn| read_page(conn, listing, &tenant_id, after, limit))
             .await
     }
+}
+
+/// Runs `f` with `conn` on the blocking pool.
+async fn run_on<T, F>(conn: Arc<Mutex<Connection>>, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        // A call that panicked dropped its transaction, which rolled it back: the
+        // connection is consistent, so the poison flag carries no information.
+        let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut conn)
+    })
+    .await
+    .map_err(|e| {
+        if e.is_panic() {
+            StoreError::Permanent(format!("embedded store call panicked: {e}"))
+        } else {
+            StoreError::Unavailable(format!("embedded store call was cancelled: {e}"))
+        }
+    })?
 }
 
 /// Brings the schema to the latest version. Idempotent, and safe against another
@@ -1080,7 +1116,7 @@ impl AuditStore for EmbeddedStore {
         contract_id: &str,
     ) -> Result<Option<RolloutStatus>, StoreError> {
         let (tenant_id, contract_id) = (tenant_id.to_owned(), contract_id.to_owned());
-        self.call(move |conn| {
+        self.read(move |conn| {
             let json: Option<String> = conn
                 .prepare_cached(
                     "SELECT status FROM rollout_status WHERE tenant_id = ?1 AND contract_id = ?2",
@@ -1131,7 +1167,7 @@ impl AuditStore for EmbeddedStore {
         partition: i32,
     ) -> Result<Option<Checkpoint>, StoreError> {
         let (group, topic) = (group.to_owned(), topic.to_owned());
-        self.call(move |conn| {
+        self.read(move |conn| {
             let row: Option<(i64, Vec<u8>, String)> = conn
                 .prepare_cached(
                     "SELECT next_offset, state, saved_at FROM stream_checkpoints
@@ -1199,7 +1235,7 @@ impl AuditStore for EmbeddedStore {
     ) -> Result<Page<ChainEntry>, StoreError> {
         let after = cursor.map(|c| Cursor::decode(c, "chain")).transpose()?;
         let tenant_id = tenant_id.to_owned();
-        self.call(move |conn| read_chain_page(conn, &tenant_id, after, limit))
+        self.read(move |conn| read_chain_page(conn, &tenant_id, after, limit))
             .await
     }
 
@@ -1217,7 +1253,7 @@ impl AuditStore for EmbeddedStore {
 
     async fn chain_heads(&self, tenant_id: &str) -> Result<Vec<ChainHead>, StoreError> {
         let tenant_id = tenant_id.to_owned();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT source_topic, source_partition, records, last_hash, first_offset,
@@ -1249,7 +1285,7 @@ impl AuditStore for EmbeddedStore {
     }
 
     async fn tenants(&self) -> Result<Vec<String>, StoreError> {
-        self.call(|conn| {
+        self.read(|conn| {
             conn.prepare_cached(
                 "SELECT tenant_id FROM audit_decisions
                  UNION SELECT tenant_id FROM audit_verdicts
@@ -1267,7 +1303,7 @@ impl AuditStore for EmbeddedStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.call(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(classify))
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(classify))
             .await
     }
 }
@@ -1388,6 +1424,48 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(loaded, Some(checkpoint));
+    }
+
+    /// Reads on a file store go through a connection of their own: they see the last
+    /// commit while the writer is in the middle of its next transaction.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_sees_the_last_commit_without_waiting_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("audit.db")).unwrap();
+        store.write(chained_coordination(7)).await.unwrap();
+        let mut chains = crate::chain::PartitionChains::default();
+        chains.append(&AuditRecord::Coordination(coordination(7)));
+        let head = chains.heads().next().unwrap().clone();
+        // The writer holds a transaction open, a chain head in it not committed yet.
+        let writer = Arc::clone(&store.conn);
+        let uncommitted = vec![head.clone()];
+        let (began, begun) = std::sync::mpsc::channel();
+        let (finish, finished) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let mut conn = writer.lock().unwrap();
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .unwrap();
+            upsert_chain_heads(&tx, &uncommitted).unwrap();
+            began.send(()).unwrap();
+            finished.recv().unwrap();
+            tx.commit().unwrap();
+        });
+        begun.recv().unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(5), async {
+            let page = store.coordination_records("acme", None, 10).await.unwrap();
+            (page.items, store.chain_heads("acme").await.unwrap())
+        })
+        .await
+        .expect("the reads did not wait for the writer");
+        assert_eq!(
+            read,
+            (vec![coordination(7)], Vec::new()),
+            "the last commit only"
+        );
+        finish.send(()).unwrap();
+        holder.join().unwrap();
+        assert_eq!(store.chain_heads("acme").await.unwrap(), [head]);
     }
 
     #[tokio::test]

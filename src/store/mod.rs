@@ -99,6 +99,16 @@ impl AuditRecord {
         }
     }
 
+    /// The event time of what the record audits: a decision's and a verdict's
+    /// `occurred_at`, a coordination record's `decision_timestamp`.
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        match self {
+            AuditRecord::Decision(d) => d.occurred_at,
+            AuditRecord::Verdict { occurred_at, .. } => *occurred_at,
+            AuditRecord::Coordination(c) => c.decision_timestamp,
+        }
+    }
+
     /// `decision`, `verdict` or `coordination`: a fixed set, usable as a metric label.
     pub fn kind(&self) -> &'static str {
         match self {
