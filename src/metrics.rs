@@ -35,6 +35,7 @@ pub const REQUIRED: &[&str] = &[
     "audit_stream_store_write_seconds",
     "audit_stream_store_write_errors_total",
     "audit_stream_end_to_end_latency_seconds",
+    "audit_stream_input_wait_seconds",
     "audit_stream_tracked_keys",
     "audit_stream_chain_heads",
     "audit_stream_chain_heads_evicted_total",
@@ -67,11 +68,20 @@ pub fn install() -> Result<PrometheusHandle, String> {
     Ok(handle)
 }
 
-/// Every end-to-end latency sample (seconds) recorded since [`install_with_latency_tap`].
-pub type LatencySamples = std::sync::Arc<std::sync::Mutex<Vec<f64>>>;
+/// Samples (seconds) of one histogram, in the order they were recorded.
+pub type Samples = std::sync::Arc<std::sync::Mutex<Vec<f64>>>;
 
-/// [`install`], and every `audit_stream_end_to_end_latency_seconds` sample also kept in
-/// the returned list, for exact percentiles (`bench`).
+/// Every latency sample recorded since [`install_with_latency_tap`].
+#[derive(Debug, Clone, Default)]
+pub struct LatencySamples {
+    /// `audit_stream_end_to_end_latency_seconds`, as records are done.
+    pub end_to_end: Samples,
+    /// `audit_stream_input_wait_seconds`, as records are taken.
+    pub input_wait: Samples,
+}
+
+/// [`install`], and every sample of the latency histograms also kept in the returned
+/// lists, for exact percentiles (`bench`).
 pub fn install_with_latency_tap() -> Result<(PrometheusHandle, LatencySamples), String> {
     let inner = builder()?.build_recorder();
     let handle = inner.handle();
@@ -86,7 +96,7 @@ pub fn install_with_latency_tap() -> Result<(PrometheusHandle, LatencySamples), 
     Ok((handle, samples))
 }
 
-/// A recorder that passes everything on and copies the end-to-end latency samples.
+/// A recorder that passes everything on and copies the latency histograms' samples.
 struct LatencyTap {
     inner: metrics_exporter_prometheus::PrometheusRecorder,
     samples: LatencySamples,
@@ -94,7 +104,7 @@ struct LatencyTap {
 
 struct TappedHistogram {
     inner: metrics::Histogram,
-    samples: LatencySamples,
+    samples: Samples,
 }
 
 impl metrics::HistogramFn for TappedHistogram {
@@ -125,14 +135,15 @@ impl metrics::Recorder for LatencyTap {
     }
     fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> metrics::Histogram {
         let inner = self.inner.register_histogram(key, metadata);
-        if key.name() == "audit_stream_end_to_end_latency_seconds" {
-            metrics::Histogram::from_arc(std::sync::Arc::new(TappedHistogram {
-                inner,
-                samples: self.samples.clone(),
-            }))
-        } else {
-            inner
-        }
+        let samples = match key.name() {
+            "audit_stream_end_to_end_latency_seconds" => &self.samples.end_to_end,
+            "audit_stream_input_wait_seconds" => &self.samples.input_wait,
+            _ => return inner,
+        };
+        metrics::Histogram::from_arc(std::sync::Arc::new(TappedHistogram {
+            inner,
+            samples: samples.clone(),
+        }))
     }
 }
 
@@ -175,6 +186,7 @@ struct PerRecord {
     acknowledged: [Counter; 3],
     offsets_committed: Counter,
     end_to_end_latency: Histogram,
+    input_wait: Histogram,
     lag_seconds: Gauge,
     dead_letter_ratio: [Gauge; 4],
 }
@@ -199,6 +211,7 @@ fn register_per_record() {
             .map(|role| counter!("audit_stream_outputs_acknowledged_total", "topic" => role)),
         offsets_committed: counter!("audit_stream_offsets_committed_total"),
         end_to_end_latency: histogram!("audit_stream_end_to_end_latency_seconds"),
+        input_wait: histogram!("audit_stream_input_wait_seconds"),
         lag_seconds: gauge!("audit_stream_consumer_lag_seconds"),
         dead_letter_ratio: KINDS
             .map(|kind| gauge!("audit_stream_dead_letter_ratio", "kind" => kind)),
@@ -396,6 +409,14 @@ pub fn transaction_committed(partitions: usize) {
 /// already holds them (`kafka.exactly_once`, after a restore).
 pub fn outputs_already_published(outputs: u64) {
     counter!("audit_stream_outputs_already_published_total").increment(outputs);
+}
+
+/// The worker takes a record, `wait` after its timestamp: the producing client's,
+/// the broker's and the consumer's share of the end-to-end latency, and any backlog.
+pub fn record_taken(wait: Option<Duration>) {
+    if let (Some(wait), Some(series)) = (wait, PER_RECORD.get()) {
+        series.input_wait.record(wait.as_secs_f64());
+    }
 }
 
 /// Every output of a record is acknowledged and every audit record durable.

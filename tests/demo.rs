@@ -76,6 +76,11 @@ async fn demo_accounts_for_every_record_and_emits_every_required_metric() {
         sum("audit_stream_end_to_end_latency_seconds_count"),
         stats.records_done
     );
+    assert_eq!(
+        sum("audit_stream_input_wait_seconds_count"),
+        records.len() as u64,
+        "one input wait per record taken"
+    );
     // One per checkpoint's offset stored for commit, not per record.
     assert!(sum("audit_stream_offsets_committed_total") > 0);
     assert!(

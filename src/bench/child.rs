@@ -93,6 +93,14 @@ pub struct Latency {
     pub warmup_samples: u64,
     #[serde(default)]
     pub warmup_max_ms: f64,
+    /// The share of the same records' latency before the pipeline's worker took them
+    /// (the producing client, the broker, the consumer's fetch): samples and percentiles.
+    #[serde(default)]
+    pub input_wait_samples: u64,
+    #[serde(default)]
+    pub input_wait_p50_ms: f64,
+    #[serde(default)]
+    pub input_wait_p99_ms: f64,
 }
 
 impl Latency {
@@ -112,6 +120,19 @@ impl Latency {
             max_ms: ms.last().copied().unwrap_or(0.0),
             warmup_samples: warmup as u64,
             warmup_max_ms: first.iter().map(|s| s * 1000.0).fold(0.0, f64::max),
+            ..Latency::default()
+        }
+    }
+
+    /// With the percentiles of the input wait's `samples` (seconds, in the order records
+    /// were taken), the first `warmup` of them left out as in [`Latency::of`].
+    pub fn with_input_wait(self, samples: &[f64], warmup: u64) -> Latency {
+        let wait = Latency::of(samples, warmup);
+        Latency {
+            input_wait_samples: wait.samples,
+            input_wait_p50_ms: wait.p50_ms,
+            input_wait_p99_ms: wait.p99_ms,
+            ..self
         }
     }
 }
@@ -311,11 +332,16 @@ async fn pipeline(args: &ChildArgs) -> Result<ChildReport, BenchError> {
     report.outputs_acknowledged = stats.outputs_acknowledged;
     report.audit_records_durable = stats.audit_records_durable;
     if let Some(samples) = samples {
-        let secs = samples
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
-        report.latency = Some(Latency::of(&secs, args.latency_warmup));
+        let secs = |samples: &metrics::Samples| {
+            samples
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone()
+        };
+        report.latency = Some(
+            Latency::of(&secs(&samples.end_to_end), args.latency_warmup)
+                .with_input_wait(&secs(&samples.input_wait), args.latency_warmup),
+        );
     }
     Ok(report)
 }
@@ -402,6 +428,14 @@ mod tests {
         assert!((latency.p50_ms - 50.0).abs() < 1e-9);
         assert!((latency.p99_ms - 99.0).abs() < 1e-9);
         assert!((latency.max_ms - 100.0).abs() < 1e-9);
+
+        // The input wait's samples: the same warm-up left out.
+        let wait: Vec<f64> = samples.iter().map(|s| s / 10.0).collect();
+        let both = latency.with_input_wait(&wait, 2);
+        assert_eq!(both.input_wait_samples, 100);
+        assert!((both.input_wait_p50_ms - 5.0).abs() < 1e-9);
+        assert!((both.input_wait_p99_ms - 9.9).abs() < 1e-9);
+        assert!((both.p99_ms - 99.0).abs() < 1e-9);
 
         let all = Latency::of(&samples, 0);
         assert_eq!(all.samples, 102);

@@ -270,6 +270,13 @@ impl Report {
                 "latency at {:.0} records/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} records; before them {} warm-up records, max {:.1} ms)",
                 self.latency_rate, l.p50_ms, l.p99_ms, l.max_ms, l.samples, l.warmup_samples, l.warmup_max_ms
             );
+            if l.input_wait_samples > 0 {
+                let _ = writeln!(
+                    out,
+                    "  input wait, from record timestamp to the worker taking it (clients, broker): p50 {:.1} ms, p99 {:.1} ms",
+                    l.input_wait_p50_ms, l.input_wait_p99_ms
+                );
+            }
         }
         let _ = writeln!(
             out,
@@ -345,11 +352,19 @@ impl Report {
             );
         }
         if let Some(l) = self.latency {
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "\nLatency from record timestamp to acknowledged output at {:.0} records/s (half of (b)): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} records, after {} records of warm-up (their highest latency: {:.1} ms).",
                 self.latency_rate, l.p50_ms, l.p99_ms, l.max_ms, l.samples, l.warmup_samples, l.warmup_max_ms
             );
+            if l.input_wait_samples > 0 {
+                let _ = write!(
+                    out,
+                    " From record timestamp to the pipeline's worker taking the record (the producing client, the broker, the consumer's fetch): p50 {:.1} ms, p99 {:.1} ms.",
+                    l.input_wait_p50_ms, l.input_wait_p99_ms
+                );
+            }
+            let _ = writeln!(out);
         }
         let _ = writeln!(
             out,
@@ -423,6 +438,9 @@ mod tests {
             max_ms: 30.0,
             warmup_samples: 4,
             warmup_max_ms: 900.0,
+            input_wait_samples: 10,
+            input_wait_p50_ms: 1.5,
+            input_wait_p99_ms: 9.0,
         });
         report.counter_bytes_per_key = 150.0;
         assert_eq!(report.null.records_per_sec(), 200.0);
@@ -431,6 +449,12 @@ mod tests {
         // 0.85 < 0.9; 4/40 = 0.1 is met; 4/2 = 2 is met; 90k < 100k.
         assert_eq!(missed, vec!["1", "3b"]);
         assert!(report.table().contains("MISSED"));
+        assert!(report
+            .table()
+            .contains("the worker taking it (clients, broker): p50 1.5 ms, p99 9.0 ms"));
+        assert!(report.markdown().contains(
+            "p99 20.0 ms, max 30.0 ms over 10 records, after 4 records of warm-up (their highest latency: 900.0 ms). From record timestamp to the pipeline's worker taking the record (the producing client, the broker, the consumer's fetch): p50 1.5 ms, p99 9.0 ms.\n"
+        ));
         assert!(report.markdown().contains(
             "| 3b in process, execution records/s (1 core) | 90000 | >= 100000 | **missed** |"
         ));

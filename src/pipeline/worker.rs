@@ -631,6 +631,7 @@ impl Worker {
             metrics::record_redelivered(&tp.0, tp.1, record.offset);
             return Ok(());
         };
+        metrics::record_taken(age(record.timestamp));
         let recipes = self.recipes.borrow_and_update().clone();
         let state = {
             let mut partitions = self
@@ -759,10 +760,7 @@ impl Worker {
     }
 
     fn finish(&mut self, done: Done) {
-        metrics::record_done(
-            done.timestamp
-                .and_then(|ts| (Utc::now() - ts).to_std().ok()),
-        );
+        metrics::record_done(age(done.timestamp));
         {
             let mut stats = self.shared.stats();
             stats.records_done += 1;
@@ -809,6 +807,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How long ago `timestamp` was; none for a record without one or from the future.
+fn age(timestamp: Option<DateTime<Utc>>) -> Option<Duration> {
+    timestamp.and_then(|ts| (Utc::now() - ts).to_std().ok())
 }
 
 #[cfg(test)]
