@@ -271,6 +271,18 @@ fn committed_offsets(
     }
 }
 
+/// How long a partition's next fetch waits while its prefetched records are over the
+/// bound (`kafka.prefetch_max_kbytes`).
+pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
+/// The `fetch.queue.backoff.ms` to set: ours, unless `kafka.properties` sets one.
+fn fetch_queue_backoff(kafka: &KafkaConfig) -> Option<&'static str> {
+    let set = kafka
+        .client_properties()
+        .any(|(name, _)| name == "fetch.queue.backoff.ms");
+    (!set).then_some(FETCH_QUEUE_BACKOFF_MS)
+}
+
 /// How long an assignment waits for the committed offsets of restored partitions.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -319,6 +331,13 @@ pub fn subscribe(
             "statistics.interval.ms",
             kafka.statistics_interval_ms.to_string(),
         );
+    // Once a partition's prefetched records pass the bound above, librdkafka postpones
+    // its next fetch by this long (1 s by default) instead of fetching as soon as the
+    // pipeline has taken them: a backlog then came in bursts a second apart, and the
+    // pipeline idled between them (BENCHMARKS.md). Kept if set in `kafka.properties`.
+    if let Some(backoff) = fetch_queue_backoff(kafka) {
+        config.set("fetch.queue.backoff.ms", backoff);
+    }
     let kinds = topics.iter().map(|(t, k)| (t.to_string(), *k)).collect();
     let inner: StreamConsumer<AuditConsumerContext> =
         config.create_with_context(AuditConsumerContext {
@@ -384,7 +403,19 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
-    use super::restored_start;
+    use super::{fetch_queue_backoff, restored_start, FETCH_QUEUE_BACKOFF_MS};
+    use crate::config::KafkaConfig;
+
+    #[test]
+    fn the_fetch_queue_backoff_is_ours_unless_the_properties_set_one() {
+        let mut kafka = KafkaConfig::default();
+        assert_eq!(fetch_queue_backoff(&kafka), Some(FETCH_QUEUE_BACKOFF_MS));
+        // As from AUDIT_STREAM__KAFKA__PROPERTIES__FETCH_QUEUE_BACKOFF_MS.
+        kafka
+            .properties
+            .insert("fetch_queue_backoff_ms".into(), "1000".into());
+        assert_eq!(fetch_queue_backoff(&kafka), None);
+    }
 
     #[test]
     fn a_restored_partition_seeks_only_when_the_committed_offset_cannot_be_used() {
