@@ -99,13 +99,15 @@ impl AuditRecord {
         }
     }
 
-    /// The event time of what the record audits: a decision's and a verdict's
-    /// `occurred_at`, a coordination record's `decision_timestamp`.
+    /// The event time of what the record audits, the input event's `occurred_at`: a
+    /// decision's `occurred_at` (the validation event's), a verdict's evidence time (the
+    /// execution event's), a coordination record's `created_at` (the coordination
+    /// event's).
     pub fn occurred_at(&self) -> DateTime<Utc> {
         match self {
             AuditRecord::Decision(d) => d.occurred_at,
             AuditRecord::Verdict { occurred_at, .. } => *occurred_at,
-            AuditRecord::Coordination(c) => c.decision_timestamp,
+            AuditRecord::Coordination(c) => c.created_at,
         }
     }
 

@@ -731,7 +731,7 @@ fn record_writes(fresh: &[Fresh<'_>], now: DateTime<Utc>) -> Result<Vec<Write>, 
     let mut rows = Vec::new();
     for Fresh { record, digest } in fresh {
         let json = record.to_json()?;
-        let ts = statements::write_timestamp(statements::record_time(record), now);
+        let ts = statements::write_timestamp(record.occurred_at(), now);
         let tenant = record.tenant_id().to_owned();
         match record {
             AuditRecord::Decision(d) => rows.push((
@@ -773,7 +773,7 @@ fn chain_writes(records: &[StoredRecord], now: DateTime<Utc>) -> Result<Vec<Writ
     for stored in records {
         let StoredRecord { record, link, .. } = stored;
         let json = stored.json()?;
-        let ts = statements::write_timestamp(statements::record_time(record), now);
+        let ts = statements::write_timestamp(record.occurred_at(), now);
         rows.push((
             Target::Chain,
             record.tenant_id().to_owned(),
@@ -788,7 +788,7 @@ fn id_writes(fresh: &[Fresh<'_>], now: DateTime<Utc>) -> Vec<Write> {
     fresh
         .iter()
         .map(|Fresh { record, digest }| {
-            let ts = statements::write_timestamp(statements::record_time(record), now);
+            let ts = statements::write_timestamp(record.occurred_at(), now);
             Write {
                 target: Target::RecordIds,
                 rows: vec![statements::record_id_values(record, digest, ts)],

@@ -238,17 +238,6 @@ pub(crate) const CHAIN: Listing = Listing {
 // Write timestamps.
 // ---------------------------------------------------------------------------------------
 
-/// The time a record's rows are dated by: a decision's `occurred_at` (the validation
-/// event's), a verdict's evidence time (the execution event's `occurred_at`), a
-/// coordination record's `created_at` (the coordination event's `occurred_at`).
-pub(crate) fn record_time(record: &AuditRecord) -> DateTime<Utc> {
-    match record {
-        AuditRecord::Decision(d) => d.occurred_at,
-        AuditRecord::Verdict { occurred_at, .. } => *occurred_at,
-        AuditRecord::Coordination(c) => c.created_at,
-    }
-}
-
 /// Write timestamp (microseconds since the epoch) of rows dated `at`.
 ///
 /// Taken from the data, so a replayed write carries the same timestamp as the first and
@@ -993,13 +982,13 @@ mod tests {
         assert_eq!(write_timestamp(at(5_000), now), now.timestamp_micros());
         let d = decision("acme", 7);
         assert_eq!(
-            record_time(&AuditRecord::Decision(d.clone())),
+            AuditRecord::Decision(d.clone()).occurred_at(),
             d.occurred_at
         );
-        assert_eq!(record_time(&verdict_record("acme", "c", 40)), at(10));
+        assert_eq!(verdict_record("acme", "c", 40).occurred_at(), at(10));
         let c = coordination("acme", 7);
         assert_eq!(
-            record_time(&AuditRecord::Coordination(c.clone())),
+            AuditRecord::Coordination(c.clone()).occurred_at(),
             c.created_at
         );
     }
