@@ -199,26 +199,23 @@ impl Restorer {
     /// make the partition's counts wrong, so the partition waits (and `/readyz` says so).
     /// A permanent error is kept for the consumer loop, which stops the service with it.
     async fn load(&self, tp: &TopicPartition) -> Option<Checkpoint> {
-        let mut attempt = 0u32;
-        loop {
-            match self
-                .saver
-                .store
-                .load_checkpoint(&self.saver.group, &tp.0, tp.1)
-                .await
-            {
-                Ok(checkpoint) => return checkpoint,
-                Err(error) if !error.is_retryable() => {
-                    metrics::store_failed_permanently(&error);
-                    *lock(&self.fatal) = Some(PipelineError::Store(error));
-                    return None;
-                }
-                Err(error) => {
-                    let delay = self.retry.delay(attempt);
-                    metrics::checkpoint_load_failed(&tp.0, tp.1, &error, delay);
-                    tokio::time::sleep(delay).await;
-                    attempt = attempt.saturating_add(1);
-                }
+        let loaded = self
+            .retry
+            .retry(
+                || {
+                    self.saver
+                        .store
+                        .load_checkpoint(&self.saver.group, &tp.0, tp.1)
+                },
+                |error, _, delay| metrics::checkpoint_load_failed(&tp.0, tp.1, error, delay),
+            )
+            .await;
+        match loaded {
+            Ok(checkpoint) => checkpoint,
+            Err(error) => {
+                metrics::store_failed_permanently(&error);
+                *lock(&self.fatal) = Some(PipelineError::Store(error));
+                None
             }
         }
     }

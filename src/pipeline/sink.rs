@@ -104,30 +104,26 @@ async fn write_until_durable(
     retry: &RetryPolicy,
     batch: Arc<[StoredRecord]>,
 ) -> Result<WriteOutcome, StoreError> {
-    let mut attempt = 0u32;
-    loop {
-        let started = std::time::Instant::now();
-        match store.write(batch.clone()).await {
-            Ok(outcome) => {
-                metrics::store_written(outcome.written, started.elapsed());
-                metrics::store_duplicates(outcome.duplicates);
-                for conflict in &outcome.conflicts {
-                    metrics::store_conflict(conflict);
+    let (outcome, took) = retry
+        .retry(
+            || {
+                let batch = batch.clone();
+                async move {
+                    let started = std::time::Instant::now();
+                    let outcome = store.write(batch).await?;
+                    Ok((outcome, started.elapsed()))
                 }
-                return Ok(outcome);
-            }
-            Err(error) if error.is_retryable() => {
-                let delay = retry.delay(attempt);
-                metrics::store_write_failed(&error, attempt, delay);
-                tokio::time::sleep(delay).await;
-                attempt = attempt.saturating_add(1);
-            }
-            Err(error) => {
-                metrics::store_failed_permanently(&error);
-                return Err(error);
-            }
-        }
+            },
+            metrics::store_write_failed,
+        )
+        .await
+        .inspect_err(metrics::store_failed_permanently)?;
+    metrics::store_written(outcome.written, took);
+    metrics::store_duplicates(outcome.duplicates);
+    for conflict in &outcome.conflicts {
+        metrics::store_conflict(conflict);
     }
+    Ok(outcome)
 }
 
 #[cfg(test)]

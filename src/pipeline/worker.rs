@@ -732,22 +732,19 @@ impl Worker {
         };
         missing.dedup();
         for tenant in missing {
-            let mut attempt = 0u32;
-            let heads = loop {
-                match self.store.chain_heads(&tenant).await {
-                    Ok(heads) => break heads,
-                    Err(error) if error.is_retryable() => {
-                        let delay = self.retry.delay(attempt);
-                        tracing::warn!(%error, tenant, ?delay, "Chain head not read back from the store; trying again");
-                        tokio::time::sleep(delay).await;
-                        attempt = attempt.saturating_add(1);
-                    }
-                    Err(error) => {
-                        metrics::store_failed_permanently(&error);
-                        return Err(PipelineError::Store(error));
-                    }
-                }
-            };
+            let heads = self
+                .retry
+                .retry(
+                    || self.store.chain_heads(&tenant),
+                    |error, _, delay| {
+                        tracing::warn!(%error, tenant, ?delay, "Chain head not read back from the store; trying again")
+                    },
+                )
+                .await
+                .map_err(|error| {
+                    metrics::store_failed_permanently(&error);
+                    PipelineError::Store(error)
+                })?;
             let head = heads
                 .into_iter()
                 .find(|head| head.key.topic == tp.0 && head.key.partition == tp.1);

@@ -4,7 +4,10 @@
 //! Capped exponential backoff without randomness: the delays are a pure function of the
 //! attempt number, so tests see the same schedule on every run.
 
+use std::future::Future;
 use std::time::Duration;
+
+use super::StoreError;
 
 /// Capped exponential backoff: `initial × multiplier^attempt`, never above `max`.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,11 +50,75 @@ impl RetryPolicy {
             Duration::from_nanos(nanos.round() as u64)
         }
     }
+
+    /// Calls `call` until it returns anything but a retryable error, waiting
+    /// [`RetryPolicy::delay`] between attempts. `on_retry` sees each retryable error, its
+    /// attempt number and the delay before the next attempt.
+    pub async fn retry<T, Fut>(
+        &self,
+        mut call: impl FnMut() -> Fut,
+        mut on_retry: impl FnMut(&StoreError, u32, Duration),
+    ) -> Result<T, StoreError>
+    where
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let mut attempt = 0u32;
+        loop {
+            match call().await {
+                Err(error) if error.is_retryable() => {
+                    let delay = self.delay(attempt);
+                    on_retry(&error, attempt, delay);
+                    tokio::time::sleep(delay).await;
+                    attempt = attempt.saturating_add(1);
+                }
+                result => return result,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_waits_out_retryable_errors_and_returns_anything_else() {
+        let policy = RetryPolicy::default();
+        let mut calls = 0;
+        let mut retried = Vec::new();
+        let result = policy
+            .retry(
+                || {
+                    calls += 1;
+                    let n = calls;
+                    async move {
+                        if n < 3 {
+                            Err(StoreError::Unavailable("down".into()))
+                        } else {
+                            Ok(n)
+                        }
+                    }
+                },
+                |_, attempt, delay| retried.push((attempt, delay)),
+            )
+            .await;
+        assert_eq!(result.unwrap(), 3);
+        assert_eq!(
+            retried,
+            [(0, policy.delay(0)), (1, policy.delay(1))],
+            "each retryable error reported with its attempt and delay"
+        );
+
+        let mut retried = 0;
+        let result: Result<(), _> = policy
+            .retry(
+                || async { Err(StoreError::Permanent("bad".into())) },
+                |_, _, _| retried += 1,
+            )
+            .await;
+        assert!(matches!(result, Err(StoreError::Permanent(_))));
+        assert_eq!(retried, 0, "a permanent error is returned at once");
+    }
 
     #[test]
     fn default_doubles_from_100_ms_and_caps_at_10_s() {
