@@ -12,17 +12,17 @@
 //!   blocking pool, with the writer's connection behind a std `Mutex` (SQLite
 //!   serializes writers anyway). A file store's reads go through a read-only connection
 //!   of their own, which sees the last commit without waiting for the one in progress.
-//!   A caller that stops waiting
-//!   (a timeout) does not cancel the call: it still completes or rolls back, which is
-//!   harmless because writes are idempotent.
+//!   A caller that stops waiting (a timeout) does not cancel the call: it still
+//!   completes or rolls back, which is harmless because writes are idempotent.
 //! - **Commits mostly only append to the log**: a file store's write-ahead log is
 //!   copied back into the database by a connection of its own, on a thread of its own,
 //!   right after each commit (a passive checkpoint: it never blocks the writer). Small,
 //!   frequent copies keep each of the database's syncs short, and with them the
-//!   commits that wait behind them on the same disk. The log starts over only once all of it is copied, which under steady writes the
-//!   thread never quite reaches; so a commit that finds the log at
-//!   [`WRITER_COPIES_LOG_AFTER_PAGES`] copies the little the thread has not, and the log
-//!   starts over. The log file grows to about that size (32 MiB) and stays there.
+//!   commits that wait behind them on the same disk. The log starts over only once all
+//!   of it is copied, which under steady writes the thread never quite reaches; so a
+//!   commit that finds the log at [`WRITER_COPIES_LOG_AFTER_PAGES`] copies the little
+//!   the thread has not, and the log starts over. The log file grows to about that size
+//!   (32 MiB) and stays there.
 //!
 //! Records are only ever inserted (`ON CONFLICT DO NOTHING`: the first write of an id
 //! wins). Each row keeps the record's full JSON (what reads return), a digest of its
