@@ -62,7 +62,20 @@ fn bench_measures_every_contender_and_prints_markdown_with_every_target() {
     for kind in ["validation", "execution"] {
         assert!(records_per_sec(&stdout, kind) > 0.0, "{stdout}");
     }
-    assert!(stdout.contains("Latency from record timestamp"), "{stdout}");
+    let latency = stdout
+        .lines()
+        .find(|l| l.starts_with("Latency from record timestamp"))
+        .unwrap_or_else(|| panic!("no latency:\n{stdout}"));
+    // Where the CPU went while the latency's records were produced: the machine, and
+    // each process the bench started.
+    for share in [
+        "cores were",
+        "the pipeline ",
+        "the broker ",
+        "the producing client ",
+    ] {
+        assert!(latency.contains(share), "no {share:?} in {latency:?}");
+    }
     for target in ["| 1 ", "| 2a ", "| 2b ", "| 3a ", "| 3b ", "| 4 ", "| 5 "] {
         assert!(
             stdout.contains(target),

@@ -11,11 +11,13 @@
 //! time (user + system) comes from the process itself between its first and its last
 //! record, and in all from `getrusage(RUSAGE_CHILDREN)` around its `wait`. Then: the
 //! pure stages in process (records/s on one core, and instructions per record under
-//! callgrind), latency at half of (b)'s rate, and the counter state's bytes per key.
+//! callgrind), latency at half of (b)'s rate with where the machine's CPU went meanwhile
+//! ([`cpu`]), and the counter state's bytes per key.
 //! Figures are medians; the targets are judged in [`report`], and the command exits
 //! non-zero naming every target missed.
 
 pub mod child;
+pub mod cpu;
 pub mod dataset;
 pub mod report;
 
@@ -230,7 +232,7 @@ fn children_cpu_secs() -> f64 {
 fn measure(
     what: &str,
     mut command: Command,
-    mut on_line: impl FnMut(&str),
+    mut on_line: impl FnMut(&str, u32),
 ) -> Result<(ChildReport, f64), BenchError> {
     let before = children_cpu_secs();
     let mut child = command
@@ -242,6 +244,7 @@ fn measure(
         )
         .spawn()
         .map_err(io(format!("cannot start {what}")))?;
+    let pid = child.id();
     let mut last = None;
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines() {
@@ -249,7 +252,7 @@ fn measure(
             if line.starts_with('{') {
                 last = Some(line);
             } else {
-                on_line(&line);
+                on_line(&line, pid);
             }
         }
     }
@@ -408,7 +411,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let work = WorkDir::new("bench")?;
     let tansu = tansu_bin(args);
     let machine = machine();
-    let (_own, brokers) = match (&args.brokers, &tansu) {
+    let (own, brokers) = match (&args.brokers, &tansu) {
         (Some(b), _) => (None, b.clone()),
         (None, Some(bin)) => {
             let (own, brokers) = start_tansu(bin)?;
@@ -521,7 +524,8 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             &brokers,
         ])
         .args(["--topics", &prefix, "--group", &format!("{prefix}-a{i}")]);
-        let (r, cpu) = tokio::task::block_in_place(|| measure("(a) null consumer", cmd, |_| {}))?;
+        let (r, cpu) =
+            tokio::task::block_in_place(|| measure("(a) null consumer", cmd, |_, _| {}))?;
         report.null.runs.push(Run::from_report(&r, cpu));
         bar.inc(1);
 
@@ -541,7 +545,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         .arg(work.path().join(format!("store-{i}.db")))
         .arg("--recipes")
         .arg(&recipes_yaml);
-        let (r, cpu) = tokio::task::block_in_place(|| measure("(b) pipeline", cmd, |_| {}))?;
+        let (r, cpu) = tokio::task::block_in_place(|| measure("(b) pipeline", cmd, |_, _| {}))?;
         report.pipeline.runs.push(Run::from_report(&r, cpu));
         bar.inc(1);
 
@@ -569,7 +573,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                 .arg("--state-dir")
                 .arg(work.path().join(format!("quix-state-{i}")));
             let (r, cpu) =
-                tokio::task::block_in_place(|| measure("(c) quixstreams peer", cmd, |_| {}))?;
+                tokio::task::block_in_place(|| measure("(c) quixstreams peer", cmd, |_, _| {}))?;
             report.peer.runs.push(Run::from_report(&r, cpu));
         }
         bar.inc(1);
@@ -589,7 +593,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             bar.set_message(format!("in process: {label} {}/{}", i + 1, args.runs));
             let mut cmd = self_command()?;
             cmd.args(["bench-child", "inprocess", "--kind", label, "--records", &m]);
-            let (r, cpu) = tokio::task::block_in_place(|| measure("in process", cmd, |_| {}))?;
+            let (r, cpu) = tokio::task::block_in_place(|| measure("in process", cmd, |_, _| {}))?;
             figures
                 .records_per_sec
                 .push(Run::from_report(&r, cpu).records_per_sec);
@@ -607,8 +611,19 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let rate = (report.pipeline.records_per_sec() / 2.0).max(100.0);
     bar.set_message(format!("latency at {rate:.0} records/s"));
     report.latency_rate = rate;
-    report.latency =
-        Some(latency(args, &brokers, &prefix, &recipes_yaml, work.path(), rate).await?);
+    let broker_pid = own.as_ref().map(|own| own.child.id());
+    let (latency, cpu) = latency(
+        args,
+        &brokers,
+        broker_pid,
+        &prefix,
+        &recipes_yaml,
+        work.path(),
+        rate,
+    )
+    .await?;
+    report.latency = Some(latency);
+    report.latency_cpu = cpu;
     bar.inc(1);
 
     let limits = ValidationConfig::default();
@@ -665,15 +680,18 @@ fn warm_up_topic(latency_prefix: &str) -> String {
 }
 
 /// Starts the pipeline on empty topics, produces at `rate` for `--latency-secs`, and
-/// returns the pipeline's latency percentiles.
+/// returns the pipeline's latency percentiles, and where the machine's CPU went while
+/// the records were produced (the pipeline, the broker `broker_pid` if the bench started
+/// it, the producing client).
 async fn latency(
     args: &BenchArgs,
     brokers: &str,
+    broker_pid: Option<u32>,
     prefix: &str,
     recipes: &Path,
     work: &Path,
     rate: f64,
-) -> Result<child::Latency, BenchError> {
+) -> Result<(child::Latency, Option<cpu::CpuShares>), BenchError> {
     let prefix = format!("{prefix}-lat");
     let t = topics(&prefix);
     let warmup = (rate * args.latency_warmup_secs as f64).round() as u64;
@@ -690,21 +708,21 @@ async fn latency(
         .arg(recipes);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let child = std::thread::spawn(move || {
-        measure("(b) pipeline, latency", cmd, |line| {
+        measure("(b) pipeline, latency", cmd, |line, pid| {
             if line == "ready" {
-                let _ = ready_tx.send(());
+                let _ = ready_tx.send(pid);
             }
         })
     });
     // Wait for the assignment, so that no record waits for the group to form.
     let ready = tokio::task::block_in_place(|| ready_rx.recv_timeout(Duration::from_secs(60)));
-    if ready.is_err() {
+    let Ok(pipeline_pid) = ready else {
         let result = child.join();
         return Err(BenchError::Child(format!(
             "the latency pipeline did not get its partitions: {:?}",
             result.map(|r| r.map(|_| ()))
         )));
-    }
+    };
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let kafka = KafkaConfig {
@@ -725,8 +743,13 @@ async fn latency(
     let mut sent = 0u64;
     let mut pending = FuturesUnordered::new();
     let mut tick = tokio::time::interval(Duration::from_millis(2));
+    // The CPU is watched over the measured records, from the end of the warm-up.
+    let mut cpu = None;
     while sent < total {
         tick.tick().await;
+        if sent >= warmup && cpu.is_none() {
+            cpu = Some(cpu::Window::start(Some(pipeline_pid), broker_pid));
+        }
         let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(total);
         while sent < due {
             let record = generator.next_record();
@@ -744,11 +767,13 @@ async fn latency(
     while let Some(result) = pending.next().await {
         result?;
     }
+    let cpu = cpu.flatten().and_then(cpu::Window::end);
     let (report, _) = tokio::task::block_in_place(|| child.join())
         .map_err(|_| BenchError::Child("latency measurement panicked".into()))??;
-    report
+    let latency = report
         .latency
-        .ok_or_else(|| BenchError::Child("the latency pipeline reported no latency".into()))
+        .ok_or_else(|| BenchError::Child("the latency pipeline reported no latency".into()))?;
+    Ok((latency, cpu))
 }
 
 #[cfg(test)]

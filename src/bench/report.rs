@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::child::{ChildReport, Latency};
+use super::cpu::CpuShares;
 
 /// One measured run of a contender.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -115,6 +116,8 @@ pub struct Report {
     pub execution: InprocessFigures,
     pub latency_rate: f64,
     pub latency: Option<Latency>,
+    /// Where the CPU went while the latency's measured records were produced.
+    pub latency_cpu: Option<CpuShares>,
     pub counter_bytes_per_key: f64,
     pub max_tracked_keys: usize,
     pub key_idle_ttl_secs: u64,
@@ -132,6 +135,29 @@ pub struct Target {
     pub bound: String,
     /// `None`: not measured in this run.
     pub met: Option<bool>,
+}
+
+/// "While the measured records were produced (10.0 s), the 2 cores were 85 % busy (of all
+/// cores' time: the pipeline 48 %, …)"; a process not watched is left out.
+fn cpu_shares(cpu: &CpuShares) -> String {
+    let mut text = format!(
+        "While the measured records were produced ({:.1} s), the {} cores were {:.0} % busy",
+        cpu.secs,
+        cpu.cores,
+        cpu.busy * 100.0
+    );
+    let parts: Vec<String> = [
+        ("the pipeline", cpu.pipeline),
+        ("the broker", cpu.broker),
+        ("the producing client", cpu.load_producer),
+    ]
+    .into_iter()
+    .filter_map(|(who, share)| Some(format!("{who} {:.0} %", share? * 100.0)))
+    .collect();
+    if !parts.is_empty() {
+        let _ = write!(text, " (of all cores' time: {})", parts.join(", "));
+    }
+    text
 }
 
 fn check(value: f64, ok: impl Fn(f64) -> bool) -> Option<bool> {
@@ -278,6 +304,9 @@ impl Report {
                 );
             }
         }
+        if let Some(cpu) = &self.latency_cpu {
+            let _ = writeln!(out, "  {}", cpu_shares(cpu));
+        }
         let _ = writeln!(
             out,
             "counter state: {:.0} bytes per tracked key; at most {} keys per partition, idle TTL {} s; chain heads: at most {} per partition once saved, idle TTL {} s\n",
@@ -363,6 +392,9 @@ impl Report {
                     " From record timestamp to the pipeline's worker taking the record (the producing client, the broker, the consumer's fetch): p50 {:.1} ms, p99 {:.1} ms.",
                     l.input_wait_p50_ms, l.input_wait_p99_ms
                 );
+            }
+            if let Some(cpu) = &self.latency_cpu {
+                let _ = write!(out, " {}.", cpu_shares(cpu));
             }
             let _ = writeln!(out);
         }
@@ -458,6 +490,40 @@ mod tests {
         assert!(report.markdown().contains(
             "| 3b in process, execution records/s (1 core) | 90000 | >= 100000 | **missed** |"
         ));
+    }
+
+    #[test]
+    fn the_latency_names_where_the_cpu_went_while_its_records_were_produced() {
+        let mut report = Report {
+            latency: Some(Latency {
+                samples: 10,
+                p50_ms: 3.0,
+                p99_ms: 20.0,
+                ..Latency::default()
+            }),
+            ..Report::default()
+        };
+        assert!(!report.markdown().contains("busy"));
+        report.latency_cpu = Some(CpuShares {
+            cores: 2,
+            secs: 10.04,
+            busy: 0.853,
+            pipeline: Some(0.481),
+            broker: Some(0.296),
+            load_producer: Some(0.088),
+        });
+        let shares = "While the measured records were produced (10.0 s), the 2 cores were 85 % busy (of all cores' time: the pipeline 48 %, the broker 30 %, the producing client 9 %)";
+        assert!(report.table().contains(&format!("\n  {shares}\n")));
+        assert!(report.markdown().contains(&format!(" {shares}.\n")));
+
+        // A broker the bench did not start is not watched, and not named.
+        report.latency_cpu = Some(CpuShares {
+            broker: None,
+            ..report.latency_cpu.unwrap()
+        });
+        assert!(report
+            .table()
+            .contains("(of all cores' time: the pipeline 48 %, the producing client 9 %)"));
     }
 
     #[test]
