@@ -303,10 +303,14 @@ impl EmbeddedStore {
                 path.display()
             )));
         }
-        let mut store = EmbeddedStore::init(conn)?;
-        store.reader = Arc::new(Mutex::new(EmbeddedStore::open_reader(path)?));
-        store.log_written = Some(store.copy_log_in_background(path)?);
-        Ok(store)
+        let conn = Arc::new(Mutex::new(EmbeddedStore::prepare(conn)?));
+        let reader = Arc::new(Mutex::new(EmbeddedStore::open_reader(path)?));
+        let log_written = Some(EmbeddedStore::copy_log_in_background(&conn, path)?);
+        Ok(EmbeddedStore {
+            conn,
+            reader,
+            log_written,
+        })
     }
 
     /// The connection reads go through, on the file the writer has brought up to date.
@@ -328,13 +332,16 @@ impl EmbeddedStore {
     /// 100 ms took the bench's p99 latency from about 60 ms to about 42 ms (BENCHMARKS.md):
     /// a copy's sync of the database holds up the writer's sync of the log, the longer
     /// the more pages it copied.
-    fn copy_log_in_background(&self, path: &Path) -> Result<SyncSender<()>, StoreError> {
+    fn copy_log_in_background(
+        writer: &Mutex<Connection>,
+        path: &Path,
+    ) -> Result<SyncSender<()>, StoreError> {
         let copier = Connection::open(path).map_err(classify)?;
         // Passive checkpoints never wait on a lock; FULL syncs the database after a copy.
         copier
             .pragma_update(None, "synchronous", "FULL")
             .map_err(classify)?;
-        self.conn
+        writer
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pragma_update(None, "wal_autocheckpoint", WRITER_COPIES_LOG_AFTER_PAGES)
@@ -372,10 +379,17 @@ impl EmbeddedStore {
     /// A store that lives as long as the value: for tests and a one-shot `demo`.
     pub fn in_memory() -> Result<EmbeddedStore, StoreError> {
         let conn = Connection::open_in_memory().map_err(classify)?;
-        EmbeddedStore::init(conn)
+        // One connection: another would open a database of its own.
+        let conn = Arc::new(Mutex::new(EmbeddedStore::prepare(conn)?));
+        Ok(EmbeddedStore {
+            reader: Arc::clone(&conn),
+            conn,
+            log_written: None,
+        })
     }
 
-    fn init(mut conn: Connection) -> Result<EmbeddedStore, StoreError> {
+    /// The writer's connection, its settings made and the schema migrated.
+    fn prepare(mut conn: Connection) -> Result<Connection, StoreError> {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(classify)?;
         // A batch of audit records touches the tables, their indexes and the chain; with
@@ -385,12 +399,7 @@ impl EmbeddedStore {
             .map_err(classify)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(classify)?;
         migrate(&mut conn)?;
-        let conn = Arc::new(Mutex::new(conn));
-        Ok(EmbeddedStore {
-            reader: Arc::clone(&conn),
-            conn,
-            log_written: None,
-        })
+        Ok(conn)
     }
 
     /// Runs `f` with the writer's connection on the blocking pool.
