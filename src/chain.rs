@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::eviction::least_recent;
 use crate::store::AuditRecord;
 
 /// Which chain a record belongs to.
@@ -285,15 +286,17 @@ impl PartitionChains {
             !idle
         });
         if self.heads.len() > limits.max_heads {
-            let mut oldest: Vec<(i64, String)> = self
+            let excess = self.heads.len() - limits.max_heads;
+            let evictable = self
                 .heads
                 .iter()
                 .filter(|(_, held)| held.evictable())
-                .map(|(tenant, held)| (held.linked_at_ms, tenant.clone()))
+                .map(|(tenant, held)| (held.linked_at_ms, tenant.as_str()));
+            let victims: Vec<String> = least_recent(evictable, excess)
+                .into_iter()
+                .map(|(_, tenant)| tenant.to_owned())
                 .collect();
-            oldest.sort_unstable();
-            let excess = self.heads.len() - limits.max_heads;
-            for (_, tenant) in oldest.into_iter().take(excess) {
+            for tenant in victims {
                 self.heads.remove(&tenant);
                 evicted.head_limit += 1;
             }

@@ -41,6 +41,7 @@ pub mod coordination;
 pub mod decode;
 pub mod demo;
 pub mod event;
+pub mod eviction;
 pub mod gate;
 pub mod http;
 pub mod kafka;

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::recipe::AuditDefaults;
 use super::ring_log::{RingLog, Stamp};
 use crate::event::{DecisionKind, Level};
+use crate::eviction::least_recent;
 
 /// What one failure led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,19 +250,12 @@ impl FailureCounter {
             return;
         }
         let excess = self.keys.len() + 1 - bound;
-        let n = (bound / 8).max(excess).min(self.keys.len());
-        let mut oldest: Vec<(i64, &str)> = self
-            .keys
-            .iter()
-            .map(|(k, v)| (v.last_seen_ms, k.as_ref()))
+        let n = (bound / 8).max(excess);
+        let entries = self.keys.iter().map(|(k, v)| (v.last_seen_ms, k.as_ref()));
+        let victims: Vec<(i64, Box<str>)> = least_recent(entries, n)
+            .into_iter()
+            .map(|(t, k)| (t, k.into()))
             .collect();
-        if n < oldest.len() {
-            oldest.select_nth_unstable(n);
-            oldest.truncate(n);
-        }
-        oldest.sort_unstable();
-        let victims: Vec<(i64, Box<str>)> =
-            oldest.into_iter().map(|(t, k)| (t, k.into())).collect();
         for (last_seen_ms, victim) in victims {
             self.evictions.key_limit += 1;
             self.evict(ring, stamp, &victim, last_seen_ms, "key limit reached");
